@@ -1,0 +1,1 @@
+"""Thin Hydra entry points: compose the config, instantiate, call."""

@@ -1,0 +1,64 @@
+"""``pairlie-train``: fit PairLIE on exposure pairs (Hydra app; see configs/train.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from pairlie.cli.common import CONFIG_PATH, log, run_reporting_errors
+
+
+def instantiate_group(group: DictConfig | None) -> list:
+    """Every entry of a callbacks/logger group that names a ``_target_``."""
+    return [instantiate(c) for c in (group or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the model described by ``cfg``; returns the final validation metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    # Check and load every file now, so bad data stops the run before the trainer starts.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if datamodule.val_set is None and cfg.get("callbacks") and "model_checkpoint" in cfg.callbacks:
+        log.warning("data.val_dir is not set: no validation; keeping only the last checkpoint")
+        with open_dict(cfg):
+            cfg.callbacks.model_checkpoint.monitor = None
+            cfg.callbacks.model_checkpoint.filename = "epoch{epoch:03d}"
+
+    trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=instantiate_group(cfg.get("logger")) or False
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    log.info("run folder: %s", output_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if "val/psnr" in metrics:
+        print(
+            f"validation ({len(datamodule.val_set)} images): "
+            f"input {metrics['val/input_psnr']:.2f} dB / SSIM {metrics['val/input_ssim']:.4f}  ->  "
+            f"enhanced {metrics['val/psnr']:.2f} dB / SSIM {metrics['val/ssim']:.4f}"
+        )
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and (checkpoint.best_model_path or checkpoint.last_model_path):
+        print(f"checkpoint: {checkpoint.best_model_path or checkpoint.last_model_path}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Entry point of ``pairlie-train``; returns the validation PSNR for Hydra sweepers."""
+    metrics = run_reporting_errors(train, cfg)
+    return metrics.get("val/psnr")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Errors a user can fix: the CLIs print their message as one line, never a traceback."""
+
+
+class PairLIEError(Exception):
+    """Base class: the message names the file or config key at fault and the fix."""
+
+
+class DataError(PairLIEError):
+    """A data folder or image file is missing, unreadable or inconsistent."""
+
+
+class ConfigError(PairLIEError):
+    """A config value is out of range or inconsistent."""

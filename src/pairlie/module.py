@@ -1,0 +1,112 @@
+"""The LightningModule: PairLIE's nets, weighted Retinex losses, paper-protocol validation, image logging."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from pairlie.errors import ConfigError
+from pairlie.losses import LossWeights, pairlie_losses
+from pairlie.metrics import paper_scores
+from pairlie.nets import PairLIENet, enhance
+
+DEFAULT_OPTIMIZER = {"lr": 1e-4, "betas": (0.9, 0.999), "weight_decay": 0.0}
+DEFAULT_SCHEDULER = {"step_size": 100, "factor": 0.5}
+
+
+def _merged(defaults: dict, given: Mapping | None, key: str) -> dict:
+    given = dict(given or {})
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ConfigError(f"{key}: unknown key(s) {sorted(unknown)}; accepted: {sorted(defaults)}")
+    return {**defaults, **given}
+
+
+class PairLIEModule(L.LightningModule):
+    """Trains N, L and R on exposure pairs; validates the enhanced ``L**gamma * R`` against references."""
+
+    def __init__(
+        self,
+        width: int = 64,
+        gamma: float = 0.2,
+        loss: Mapping[str, float] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        log_images: int = 3,
+    ) -> None:
+        super().__init__()
+        if not isinstance(gamma, (int, float)) or gamma <= 0:
+            raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
+        if not isinstance(width, int) or width < 1:
+            raise ConfigError(f"model.width={width!r}: must be a positive integer (64 in the paper)")
+        loss = _merged({"consistency": 1.0, "retinex": 1.0, "fidelity": 500.0}, loss, "model.loss")
+        try:
+            self.weights = LossWeights(**loss)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        optimizer = _merged(DEFAULT_OPTIMIZER, optimizer, "model.optimizer")
+        optimizer["betas"] = tuple(optimizer["betas"])
+        scheduler = _merged(DEFAULT_SCHEDULER, scheduler, "model.scheduler")
+        if not optimizer["lr"] > 0:
+            raise ConfigError(f"model.optimizer.lr={optimizer['lr']!r}: must be > 0")
+        self.save_hyperparameters(
+            {"width": width, "gamma": float(gamma), "loss": loss, "optimizer": optimizer, "scheduler": scheduler,
+             "log_images": log_images}
+        )
+        self.net = PairLIENet(width)
+
+    def forward(self, im: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(illumination, reflectance, denoised)`` of a batch of images in [0, 1]."""
+        return self.net(im)
+
+    def enhance(self, im: Tensor) -> Tensor:
+        illumination, reflectance, _ = self.net(im)
+        return enhance(illumination, reflectance, self.hparams.gamma)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        im1, im2 = batch
+        illumination1, reflectance1, denoised1 = self.net(im1)
+        reflectance2 = self.net.reflectance_only(im2)
+        terms = pairlie_losses(illumination1, reflectance1, denoised1, reflectance2, im1, self.weights)
+        self.log("train/loss", terms["total"], prog_bar=True, batch_size=im1.shape[0])
+        self.log_dict(
+            {f"train/{k}": v for k, v in terms.items() if k != "total"}, batch_size=im1.shape[0]
+        )
+        return terms["total"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        low, high = batch["low"], batch["high"]
+        illumination, reflectance, denoised = self.net(low)
+        enhanced = enhance(illumination, reflectance, self.hparams.gamma)
+        for i in range(low.shape[0]):
+            ref = high[i].cpu().numpy()
+            psnr, ssim = paper_scores(enhanced[i], ref)
+            input_psnr, input_ssim = paper_scores(low[i], ref)
+            self.log("val/psnr", psnr, batch_size=1, sync_dist=True, prog_bar=True)
+            self.log_dict(
+                {"val/ssim": ssim, "val/input_psnr": input_psnr, "val/input_ssim": input_ssim},
+                batch_size=1,
+                sync_dist=True,
+            )
+        if batch_idx < self.hparams.log_images:
+            self._log_grid(batch["name"][0], low[0], illumination[0], reflectance[0], denoised[0], enhanced[0])
+
+    def _log_grid(self, name: str, *images: Tensor) -> None:
+        """Input | L | R | X | I side by side, for TensorBoard."""
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is None or not hasattr(experiment, "add_image") or self.trainer.sanity_checking:
+            return
+        row = torch.cat([img.expand(3, -1, -1) for img in images], dim=-1).clamp(0, 1)
+        experiment.add_image(f"val_images/{name} (input|L|R|X|I)", row, self.global_step)
+
+    def configure_optimizers(self):
+        opt, sched = self.hparams.optimizer, self.hparams.scheduler
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=opt["lr"], betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"]
+        )
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched["step_size"], gamma=sched["factor"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
