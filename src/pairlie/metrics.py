@@ -32,7 +32,7 @@ PROTOCOL = {
 
 
 def _as_batch(arr: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].double()
+    return torch.from_numpy(np.array(arr, dtype=np.float64)).permute(2, 0, 1)[None]
 
 
 def psnr(pred: np.ndarray, ref: np.ndarray) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pairlie.cli.common import CONFIG_PATH, log, run_reporting_errors
@@ -32,14 +33,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
             cfg.callbacks.model_checkpoint.monitor = None
             cfg.callbacks.model_checkpoint.filename = "epoch{epoch:03d}"
 
-    trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=instantiate_group(cfg.get("logger")) or False
-    )
+    loggers = instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if not loggers:  # Lightning refuses a learning-rate monitor with nothing to log to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     log.info("run folder: %s", output_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
+    if datamodule.val_set is not None and "val/psnr" not in trainer.callback_metrics:
+        # stopped by max_steps before an epoch ended: score the final weights anyway
+        trainer.validate(model, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if "val/psnr" in metrics:
         print(

@@ -1,0 +1,23 @@
+# The two commands of the README's quick start, and what they share.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+$(BIN)/pairlie-train:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet "torch==2.13.0"   # the CPU build; see README for GPUs
+	$(BIN)/pip install --quiet -e ".[dev]"
+
+setup: $(BIN)/pairlie-train
+
+demo: setup
+	$(BIN)/pairlie-train
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+.PHONY: setup demo test lint

@@ -1,0 +1,175 @@
+"""Scene discovery, exposure-pair sampling, paired test sets and every bad-data message."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_DATA, make_paired_tree, make_scene_tree, needs_shared, write_image
+from PIL import Image
+
+from pairlie.data import PairLIEDataModule, discover_pairs, discover_scenes
+from pairlie.data.datasets import ExposurePairDataset
+from pairlie.errors import ConfigError, DataError
+
+
+def write_coordinate_scene(folder: Path, exposures=3, size=(120, 90)):
+    """Exposure k has R = row, G = column, B = 60·k: a crop's R and G say where it was taken."""
+    h, w = size[1], size[0]
+    rows, cols = np.mgrid[0:h, 0:w]
+    for k in range(exposures):
+        arr = np.stack([rows, cols, np.full_like(rows, 60 * k)], axis=2).astype(np.uint8)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(folder / f"{k}.png")
+
+
+def test_scenes_are_discovered_with_any_names_in_natural_order(scene_tree):
+    scenes = discover_scenes(scene_tree, patch_size=32)
+    assert [s.name for s in scenes] == ["7", "51", "200"]
+    assert all(len(s.paths) == 3 and s.size == (48, 40) for s in scenes)
+
+
+def test_upper_case_and_mixed_extensions_are_found(tmp_path):
+    write_image(tmp_path / "s" / "a.PNG")
+    Image.open(write_image(tmp_path / "s" / "b.png")).convert("RGB").save(tmp_path / "s" / "c.JPG")
+    (tmp_path / "s" / "notes.txt").write_text("not an image")
+    assert [p.name for p in discover_scenes(tmp_path, None)[0].paths] == ["a.PNG", "b.png", "c.JPG"]
+
+
+def test_both_crops_come_from_the_same_window_of_two_distinct_exposures(tmp_path):
+    write_coordinate_scene(tmp_path / "train" / "scene")
+    dataset = ExposurePairDataset(discover_scenes(tmp_path / "train", 32), patch_size=32)
+    windows = set()
+    for _ in range(40):
+        im1, im2 = dataset[0]
+        assert im1.shape == im2.shape == (3, 32, 32)
+        torch.testing.assert_close(im1[:2], im2[:2])  # same rows and columns
+        assert im1[2, 0, 0] != im2[2, 0, 0]  # different exposures
+        windows.add((round(im1[0, 0, 0].item() * 255), round(im1[1, 0, 0].item() * 255)))
+    assert len(windows) > 10  # the window moves
+
+
+def test_augmentation_applies_the_same_flip_to_both(tmp_path):
+    write_coordinate_scene(tmp_path / "train" / "scene", size=(64, 64))
+    dataset = ExposurePairDataset(discover_scenes(tmp_path / "train", 32), patch_size=32, augment=True)
+    for _ in range(20):
+        im1, im2 = dataset[0]
+        torch.testing.assert_close(im1[:2], im2[:2])
+
+
+def test_epoch_visits_every_scene_repeats_times(scene_tree):
+    dataset = ExposurePairDataset(discover_scenes(scene_tree, 32), patch_size=32, repeats=4)
+    assert len(dataset) == 3 * 4
+
+
+def test_whole_images_without_patch_size(scene_tree):
+    im1, im2 = ExposurePairDataset(discover_scenes(scene_tree, None), patch_size=None)[0]
+    assert im1.shape == (3, 40, 48)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda r: write_image(r / "s" / "only.png"), r"s: scene has 1 image\(s\); each scene needs at least two"),
+        (lambda r: (r / "s").mkdir(parents=True), r"s: scene has 0 image"),
+        (
+            lambda r: (write_image(r / "s" / "a.png", (48, 40)), write_image(r / "s" / "b.png", (40, 48))),
+            r"exposures differ in size \(a.png is 48x40, b.png is 40x48\)",
+        ),
+        (
+            lambda r: (write_image(r / "s" / "a.png", (20, 40)), write_image(r / "s" / "b.png", (20, 40))),
+            r"a.png: image is 20x40, smaller than data.patch_size=32",
+        ),
+        (
+            lambda r: (write_image(r / "s" / "a.png"), (r / "s" / "b.png").write_text("not a png")),
+            r"b.png: cannot read image",
+        ),
+        (lambda r: None, r"no scene sub-folders"),
+    ],
+    ids=["one-image", "empty-scene", "sizes-differ", "smaller-than-crop", "unreadable", "no-scenes"],
+)
+def test_bad_training_data_is_named(tmp_path, make, message):
+    root = tmp_path / "train"
+    root.mkdir()
+    make(root)
+    with pytest.raises(DataError, match=message):
+        ExposurePairDataset(discover_scenes(root, 32), patch_size=32)
+
+
+def test_truncated_image_is_named_when_decoded(tmp_path):
+    root = tmp_path / "train"
+    write_image(root / "s" / "a.png", (64, 64))
+    data = write_image(root / "s" / "b.png", (64, 64)).read_bytes()
+    (root / "s" / "b.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"b.png: cannot read image"):
+        ExposurePairDataset(discover_scenes(root, 32), patch_size=32)
+
+
+def test_missing_folder_names_the_key(tmp_path):
+    with pytest.raises(DataError, match=r"data.train_dir=.*nope: folder does not exist"):
+        discover_scenes(tmp_path / "nope", 32)
+
+
+def test_pairs_by_name_and_missing_partner(tmp_path):
+    root = make_paired_tree(tmp_path / "val", names=("1.png", "10.png", "2.png"))
+    assert [lo.name for lo, _ in discover_pairs(root)] == ["1.png", "2.png", "10.png"]
+    (root / "high" / "2.png").unlink()
+    with pytest.raises(DataError, match=r"2.png: no partner in .*high"):
+        discover_pairs(root, "name")
+    with pytest.raises(ConfigError, match="data.pairing='bogus'"):
+        discover_pairs(root, "bogus")
+
+
+def test_sice_pairing_maps_seq_k_to_seq(tmp_path):
+    root = tmp_path / "sice"
+    for k in (1, 2, 3):
+        write_image(root / "low" / f"12_{k}.JPG")
+    write_image(root / "high" / "12.JPG")
+    pairs = discover_pairs(root, "sice")
+    assert [(lo.name, hi.name) for lo, hi in pairs] == [("12_1.JPG", "12.JPG"), ("12_2.JPG", "12.JPG"), ("12_3.JPG", "12.JPG")]
+    assert discover_pairs(root, "auto") == pairs
+    with pytest.raises(DataError, match="no partner"):
+        discover_pairs(root, "name")
+
+
+def test_datamodule_checks_before_training_and_serves_batches(scene_tree, paired_tree):
+    dm = PairLIEDataModule(train_dir=str(scene_tree), val_dir=str(paired_tree), patch_size=32, batch_size=2)
+    dm.setup("fit")
+    im1, im2 = next(iter(dm.train_dataloader()))
+    assert im1.shape == im2.shape == (2, 3, 32, 32) and im1.dtype == torch.float32
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["low"].shape == (1, 3, 40, 48) and batch["high"].shape == (1, 40, 48, 3)
+    assert batch["high"].dtype == torch.uint8 and batch["name"] == ["a.png"]
+
+
+def test_datamodule_refuses_bad_settings():
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        PairLIEDataModule(train_dir="x", batch_size=0)
+    with pytest.raises(ConfigError, match="needs data.patch_size"):
+        PairLIEDataModule(train_dir="x", batch_size=2, patch_size=None)
+
+
+def test_unreadable_validation_file_is_named_at_setup(scene_tree, paired_tree):
+    (paired_tree / "high" / "b.png").write_bytes(b"")
+    dm = PairLIEDataModule(train_dir=str(scene_tree), val_dir=str(paired_tree), patch_size=32)
+    with pytest.raises(DataError, match=r"high/b.png: cannot read image"):
+        dm.setup("fit")
+
+
+@needs_shared
+def test_sice_train_scenes_are_discovered_not_counted():
+    root = SHARED_DATA / "SICE-train"
+    scenes = discover_scenes(root, 128)
+    assert len(scenes) == len([p for p in root.iterdir() if p.is_dir()])
+    assert scenes[0].name == "51" and scenes[-1].name == "229"
+    assert all(len(s.paths) >= 2 and s.size == (512, 512) for s in scenes)
+
+
+@needs_shared
+def test_sice_test_pairs():
+    pairs = discover_pairs(SHARED_DATA / "SICE-test")
+    assert len(pairs) == 150 and pairs[0][0].name == "1_1.JPG"
+
+
+def test_make_scene_tree_helper_is_valid(tmp_path):
+    assert len(discover_scenes(make_scene_tree(tmp_path / "t"), 32)) == 3

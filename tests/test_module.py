@@ -1,0 +1,69 @@
+"""The LightningModule's step equals the published loop; optimiser and schedule as published."""
+
+import pytest
+import torch
+
+from pairlie.errors import ConfigError
+from pairlie.losses import consistency_loss, fidelity_loss, retinex_loss
+from pairlie.module import PairLIEModule
+
+
+def published_loss(net, im1, im2):
+    """The authors' loop: both exposures through all three nets, weights 1, 1, 500."""
+    L1, R1, X1 = net(im1)
+    L2, R2, X2 = net(im2)
+    return consistency_loss(R1, R2) * 1 + retinex_loss(L1, R1, im1, X1) * 1 + fidelity_loss(im1, X1) * 500
+
+
+def test_training_step_matches_the_published_loss_and_gradients():
+    torch.manual_seed(0)
+    module = PairLIEModule(width=8)
+    im1, im2 = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32) * 0.5
+    ours = module.training_step((im1, im2), 0)
+    ours.backward()
+    ours_grads = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    ref = published_loss(module.net, im1, im2)
+    ref.backward()
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=0)
+    for a, b in zip(ours_grads, (p.grad for p in module.parameters())):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_loss_weights_come_from_config():
+    torch.manual_seed(0)
+    im1, im2 = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    base = PairLIEModule(width=4)
+    heavy = PairLIEModule(width=4, loss={"fidelity": 1000.0})
+    heavy.load_state_dict(base.state_dict())
+    fid = fidelity_loss(im1, base.net(im1)[2])
+    diff = heavy.training_step((im1, im2), 0) - base.training_step((im1, im2), 0)
+    torch.testing.assert_close(diff, 500 * fid)
+
+
+def test_adam_and_step_schedule_as_published():
+    module = PairLIEModule(width=4)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.defaults["lr"] == 1e-4 and optimizer.defaults["betas"] == (0.9, 0.999)
+    assert config["lr_scheduler"]["interval"] == "epoch"
+    for _ in range(100):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"gamma": "abc"}, "model.gamma"),
+        ({"gamma": -1}, "model.gamma"),
+        ({"loss": {"fidelity": -5}}, "model.loss.fidelity"),
+        ({"loss": {"fidelty": 5}}, "model.loss: unknown key"),
+        ({"width": 0}, "model.width"),
+    ],
+)
+def test_bad_settings_name_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        PairLIEModule(**kwargs)

@@ -1,0 +1,167 @@
+"""pairlie-train: every config composes, trains on CPU, resumes, reports bad input in one line."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, SHARED_DATA, needs_shared
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from pairlie.checkpoints import load_net
+from pairlie.cli.train import train
+
+TRAIN = shutil.which("pairlie-train", path=str(Path(sys.executable).parent)) or shutil.which("pairlie-train")
+
+
+def run_train(cfg):
+    """Call train() as the Hydra app does: the hydra node registered, then removed from the task config."""
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "gamma", "epochs"),
+    [([], 0.2, 4), (["experiment=sice"], 0.2, 400), (["experiment=lol"], 0.14, 400), (["debug=fdr"], 0.2, 4)],
+)
+def test_every_experiment_composes(overrides, gamma, epochs):
+    with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    assert cfg.model.gamma == gamma and cfg.trainer.max_epochs == epochs
+    assert cfg.model.optimizer.lr == 1e-4 and list(cfg.model.optimizer.betas) == [0.9, 0.999]
+    assert dict(cfg.model.loss) == {"consistency": 1.0, "retinex": 1.0, "fidelity": 500.0}
+    assert cfg.model.scheduler.factor == 0.5
+
+
+def test_sice_experiment_is_the_published_schedule():
+    with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=sice"])
+    assert (cfg.data.batch_size, cfg.data.patch_size, cfg.data.augment) == (1, 128, False)
+    assert cfg.model.scheduler.step_size == 100 and cfg.model.width == 64
+
+
+def test_fast_dev_run_trains_on_cpu(tiny_cfg):
+    metrics = run_train(tiny_cfg("debug=fdr", "logger=none"))
+    assert set(metrics) >= {"val/psnr", "val/ssim", "val/input_psnr", "val/input_ssim"}
+
+
+def test_training_writes_checkpoints_logs_and_config(tiny_cfg, tmp_path):
+    cfg = tiny_cfg()
+    run_train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run / "checkpoints").glob("epoch000-psnr*.ckpt"))) == 1
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert "fidelity: 500.0" in (run / "config.yaml").read_text()
+    net, hparams = load_net(run / "checkpoints" / "last.ckpt")
+    assert net.width == 4 and hparams["gamma"] == 0.2
+
+
+def test_resume_continues_from_the_saved_global_step(tiny_cfg, tmp_path):
+    first = tiny_cfg("logger=csv")
+    run_train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+    second = tiny_cfg("logger=csv", "trainer.max_epochs=2", f"ckpt_path={last}", f"paths.output_dir={tmp_path / 'resumed'}")
+    run_train(second)
+    with open(tmp_path / "resumed" / "csv" / "metrics.csv") as fh:
+        steps = sorted({int(r["step"]) for r in csv.DictReader(fh) if r.get("train/loss")})
+    assert steps == [3, 4, 5]  # only the second epoch ran
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["global_step"] == 6 and resumed["epoch"] == 1
+
+
+def _cli(args, cwd, env=None):
+    return subprocess.run(
+        [TRAIN, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+    )
+
+
+TINY = ["debug=quick", "model.width=4", "callbacks.rich_progress_bar=null", "logger=none"]
+
+
+@pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
+def test_console_script_trains_from_another_folder(tmp_path, scene_tree, paired_tree):
+    result = _cli(
+        [*TINY, f"data.train_dir={scene_tree}", f"data.val_dir={paired_tree}", "data.demo_root=null",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "validation (1 images): input" in result.stdout
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.gamma=abc", "error: model.gamma='abc': must be a number > 0"),
+        ("model.loss.fidelity=-1", "error: model.loss.fidelity must be a number >= 0"),
+        ("data.patch_size=4096", "smaller than data.patch_size=4096"),
+        ("data.train_dir=/nonexistent/scenes", "error: data.train_dir=/nonexistent/scenes: folder does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_before_training(tmp_path, scene_tree, paired_tree, override, message):
+    result = _cli(
+        [*TINY, f"data.train_dir={scene_tree}", f"data.val_dir={paired_tree}", "data.demo_root=null",
+         f"hydra.run.dir={tmp_path / 'run'}", override],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
+def test_misspelled_key_is_hydras_one_line_error(tmp_path):
+    result = _cli(["model.gama=0.3", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not override 'model.gama'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_non_editable_install_finds_its_configs(tmp_path, scene_tree, paired_tree):
+    target = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(REPO)],
+        capture_output=True, text=True, timeout=600,
+    )
+    if build.returncode != 0 and "setuptools" in build.stderr:
+        pytest.skip(f"cannot build a wheel here: {build.stderr.strip().splitlines()[-1]}")
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert (target / "pairlie" / "configs" / "experiment" / "sice.yaml").is_file()
+    code = (
+        "import sys, pairlie; assert pairlie.__file__.startswith(sys.argv[1]), pairlie.__file__; "
+        "sys.argv = sys.argv[1:]; from pairlie.cli.train import main; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(target), *TINY, f"data.train_dir={scene_tree}",
+         f"data.val_dir={paired_tree}", "data.demo_root=null", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(target)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+@needs_shared
+@pytest.mark.slow
+def test_sice_experiment_runs_on_the_real_scenes(tmp_path):
+    result = _cli(
+        ["experiment=sice", f"data.train_dir={SHARED_DATA / 'SICE-train'}", f"data.val_dir={SHARED_DATA / 'SICE-test'}",
+         "data.val_limit=2", "model.width=8", "data.patch_size=32", "trainer.max_epochs=1", "trainer.max_steps=20",
+         "trainer.accelerator=cpu", "logger=none", "callbacks.rich_progress_bar=null", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "validation (2 images)" in result.stdout
