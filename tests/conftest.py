@@ -85,3 +85,20 @@ def tiny_cfg(tmp_path: Path, scene_tree: Path, paired_tree: Path):
         return cfg
 
     return make
+
+
+def save_tiny_checkpoint(path: Path, width: int = 4, gamma: float = 0.2, seed: int = 0) -> Path:
+    """A checkpoint in pairlie's Lightning layout (state_dict under ``net.``, hyper-parameters) with random weights."""
+    import torch
+
+    from pairlie.module import PairLIEModule
+
+    torch.manual_seed(seed)
+    module = PairLIEModule(width=width, gamma=gamma)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path: Path) -> Path:
+    return save_tiny_checkpoint(tmp_path / "tiny.ckpt")

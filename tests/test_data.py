@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA, make_paired_tree, make_scene_tree, needs_shared, write_image
 from PIL import Image
 
+from conftest import SHARED_DATA, make_paired_tree, make_scene_tree, needs_shared, write_image
 from pairlie.data import PairLIEDataModule, discover_pairs, discover_scenes
 from pairlie.data.datasets import ExposurePairDataset
 from pairlie.errors import ConfigError, DataError
@@ -126,7 +126,11 @@ def test_sice_pairing_maps_seq_k_to_seq(tmp_path):
         write_image(root / "low" / f"12_{k}.JPG")
     write_image(root / "high" / "12.JPG")
     pairs = discover_pairs(root, "sice")
-    assert [(lo.name, hi.name) for lo, hi in pairs] == [("12_1.JPG", "12.JPG"), ("12_2.JPG", "12.JPG"), ("12_3.JPG", "12.JPG")]
+    assert [(lo.name, hi.name) for lo, hi in pairs] == [
+        ("12_1.JPG", "12.JPG"),
+        ("12_2.JPG", "12.JPG"),
+        ("12_3.JPG", "12.JPG"),
+    ]
     assert discover_pairs(root, "auto") == pairs
     with pytest.raises(DataError, match="no partner"):
         discover_pairs(root, "name")

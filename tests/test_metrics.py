@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA, needs_shared
 from skimage.metrics import structural_similarity
 
+from conftest import SHARED_DATA, needs_shared
 from pairlie.images import read_rgb
 from pairlie.metrics import paper_scores, psnr, ssim, to_reference_grid
 

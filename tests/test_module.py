@@ -26,7 +26,7 @@ def test_training_step_matches_the_published_loss_and_gradients():
     ref = published_loss(module.net, im1, im2)
     ref.backward()
     torch.testing.assert_close(ours, ref, rtol=1e-6, atol=0)
-    for a, b in zip(ours_grads, (p.grad for p in module.parameters())):
+    for a, b in zip(ours_grads, [p.grad for p in module.parameters()], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, needs_shared
 
+from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, needs_shared
 from pairlie.checkpoints import load_net, read_weights
 from pairlie.errors import DataError
 from pairlie.images import load_image, quantize, read_rgb

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, SHARED_DATA, needs_shared
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+from conftest import REPO, SHARED_DATA, needs_shared
 from pairlie.checkpoints import load_net
 from pairlie.cli.train import train
 
@@ -70,7 +70,9 @@ def test_resume_continues_from_the_saved_global_step(tiny_cfg, tmp_path):
     run_train(first)
     last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 3
-    second = tiny_cfg("logger=csv", "trainer.max_epochs=2", f"ckpt_path={last}", f"paths.output_dir={tmp_path / 'resumed'}")
+    second = tiny_cfg(
+        "logger=csv", "trainer.max_epochs=2", f"ckpt_path={last}", f"paths.output_dir={tmp_path / 'resumed'}"
+    )
     run_train(second)
     with open(tmp_path / "resumed" / "csv" / "metrics.csv") as fh:
         steps = sorted({int(r["step"]) for r in csv.DictReader(fh) if r.get("train/loss")})
@@ -91,8 +93,13 @@ TINY = ["debug=quick", "model.width=4", "callbacks.rich_progress_bar=null", "log
 @pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
 def test_console_script_trains_from_another_folder(tmp_path, scene_tree, paired_tree):
     result = _cli(
-        [*TINY, f"data.train_dir={scene_tree}", f"data.val_dir={paired_tree}", "data.demo_root=null",
-         f"hydra.run.dir={tmp_path / 'run'}"],
+        [
+            *TINY,
+            f"data.train_dir={scene_tree}",
+            f"data.val_dir={paired_tree}",
+            "data.demo_root=null",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -112,8 +119,14 @@ def test_console_script_trains_from_another_folder(tmp_path, scene_tree, paired_
 )
 def test_bad_input_is_one_line_before_training(tmp_path, scene_tree, paired_tree, override, message):
     result = _cli(
-        [*TINY, f"data.train_dir={scene_tree}", f"data.val_dir={paired_tree}", "data.demo_root=null",
-         f"hydra.run.dir={tmp_path / 'run'}", override],
+        [
+            *TINY,
+            f"data.train_dir={scene_tree}",
+            f"data.val_dir={paired_tree}",
+            "data.demo_root=null",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            override,
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 2
@@ -132,9 +145,21 @@ def test_misspelled_key_is_hydras_one_line_error(tmp_path):
 def test_non_editable_install_finds_its_configs(tmp_path, scene_tree, paired_tree):
     target = tmp_path / "site"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if build.returncode != 0 and "setuptools" in build.stderr:
         pytest.skip(f"cannot build a wheel here: {build.stderr.strip().splitlines()[-1]}")
@@ -145,9 +170,21 @@ def test_non_editable_install_finds_its_configs(tmp_path, scene_tree, paired_tre
         "sys.argv = sys.argv[1:]; from pairlie.cli.train import main; main()"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, str(target), *TINY, f"data.train_dir={scene_tree}",
-         f"data.val_dir={paired_tree}", "data.demo_root=null", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(target),
+            *TINY,
+            f"data.train_dir={scene_tree}",
+            f"data.val_dir={paired_tree}",
+            "data.demo_root=null",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PYTHONPATH": str(target)},
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -158,9 +195,20 @@ def test_non_editable_install_finds_its_configs(tmp_path, scene_tree, paired_tre
 @pytest.mark.slow
 def test_sice_experiment_runs_on_the_real_scenes(tmp_path):
     result = _cli(
-        ["experiment=sice", f"data.train_dir={SHARED_DATA / 'SICE-train'}", f"data.val_dir={SHARED_DATA / 'SICE-test'}",
-         "data.val_limit=2", "model.width=8", "data.patch_size=32", "trainer.max_epochs=1", "trainer.max_steps=20",
-         "trainer.accelerator=cpu", "logger=none", "callbacks.rich_progress_bar=null", f"hydra.run.dir={tmp_path / 'run'}"],
+        [
+            "experiment=sice",
+            f"data.train_dir={SHARED_DATA / 'SICE-train'}",
+            f"data.val_dir={SHARED_DATA / 'SICE-test'}",
+            "data.val_limit=2",
+            "model.width=8",
+            "data.patch_size=32",
+            "trainer.max_epochs=1",
+            "trainer.max_steps=20",
+            "trainer.accelerator=cpu",
+            "logger=none",
+            "callbacks.rich_progress_bar=null",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]

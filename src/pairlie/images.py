@@ -101,3 +101,16 @@ def save_atomic(img: Image.Image, path: Path, **save_kwargs) -> None:
 def _reason(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text.replace(str(Path.cwd()) + os.sep, "")
+
+
+def save_image(img: Image.Image | np.ndarray, path: Path, jpeg_quality: int = 95) -> None:
+    """Save atomically in the format of ``path``'s extension; JPEG at ``jpeg_quality``, alpha dropped for JPEG."""
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    kwargs = {}
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        img = img.convert("RGB")
+        kwargs = {"quality": jpeg_quality, "subsampling": 0 if jpeg_quality >= 90 else -1}
+    elif path.suffix.lower() == ".bmp" and img.mode == "RGBA":
+        img = img.convert("RGB")
+    save_atomic(img, path, **kwargs)

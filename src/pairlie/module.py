@@ -54,8 +54,14 @@ class PairLIEModule(L.LightningModule):
         if not optimizer["lr"] > 0:
             raise ConfigError(f"model.optimizer.lr={optimizer['lr']!r}: must be > 0")
         self.save_hyperparameters(
-            {"width": width, "gamma": float(gamma), "loss": loss, "optimizer": optimizer, "scheduler": scheduler,
-             "log_images": log_images}
+            {
+                "width": width,
+                "gamma": float(gamma),
+                "loss": loss,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "log_images": log_images,
+            }
         )
         self.net = PairLIENet(width)
 
@@ -73,9 +79,7 @@ class PairLIEModule(L.LightningModule):
         reflectance2 = self.net.reflectance_only(im2)
         terms = pairlie_losses(illumination1, reflectance1, denoised1, reflectance2, im1, self.weights)
         self.log("train/loss", terms["total"], prog_bar=True, batch_size=im1.shape[0])
-        self.log_dict(
-            {f"train/{k}": v for k, v in terms.items() if k != "total"}, batch_size=im1.shape[0]
-        )
+        self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "total"}, batch_size=im1.shape[0])
         return terms["total"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

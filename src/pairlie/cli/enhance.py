@@ -1,0 +1,43 @@
+"""``pairlie-enhance``: enhance a photo or a folder of photos of any size (configs/enhance.yaml)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from pairlie.batch import check_output, collect_inputs, enhance_files
+from pairlie.cli.common import CONFIG_PATH, run_reporting_errors
+from pairlie.cli.test import resolve_checkpoint
+from pairlie.errors import ConfigError
+from pairlie.inference import Enhancer
+
+
+def enhance(cfg: DictConfig) -> int:
+    """Enhance ``cfg.input`` into ``cfg.output``; returns the number of files that failed."""
+    if cfg.alpha not in ("keep", "drop"):
+        raise ConfigError(f"alpha={cfg.alpha!r}: must be keep or drop")
+    source, output = Path(cfg.input).expanduser(), Path(cfg.output).expanduser()
+    items = collect_inputs(source)
+    check_output(source, output, items, cfg.overwrite)
+    enhancer = Enhancer.from_checkpoint(
+        resolve_checkpoint(cfg), gamma=cfg.model.gamma, device=cfg.device, half=cfg.half, tile=cfg.tile,
+        overlap=cfg.overlap,
+    )
+    failures = enhance_files(enhancer, items, output, keep_alpha=cfg.alpha == "keep", jpeg_quality=cfg.jpeg_quality)
+    print(f"enhanced {len(items) - len(failures)} of {len(items)} image(s) into {output} (gamma {enhancer.gamma:g})")
+    for path, reason in failures:
+        print(f"failed: {path}: {reason}", file=sys.stderr)
+    return len(failures)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="enhance")
+def main(cfg: DictConfig) -> None:
+    if run_reporting_errors(enhance, cfg):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

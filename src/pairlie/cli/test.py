@@ -1,0 +1,76 @@
+"""``pairlie-test``: paper-protocol PSNR/SSIM of a checkpoint on low/high pairs (configs/test.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from pairlie.cli.common import CONFIG_PATH, log, run_reporting_errors
+from pairlie.evaluation import evaluate, make_lpips, write_results
+from pairlie.inference import Enhancer
+from pairlie.runs import latest_checkpoint
+
+
+def resolve_checkpoint(cfg: DictConfig) -> Path:
+    if cfg.get("ckpt_path"):
+        return Path(cfg.ckpt_path).expanduser()
+    path = latest_checkpoint(cfg.paths.log_dir)
+    print(f"no ckpt_path given: using {path} (the latest pairlie-train run)")
+    return path
+
+
+def test(cfg: DictConfig) -> dict:
+    """Score the checkpoint on the test pairs; writes metrics.json, per_image.csv and images."""
+    checkpoint = resolve_checkpoint(cfg)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    gamma = cfg.model.gamma if cfg.model.gamma is not None else cfg.data.get("gamma")
+    enhancer = Enhancer.from_checkpoint(checkpoint, gamma=gamma, device=cfg.device, half=cfg.half, tile=cfg.tile)
+    lpips, reason = make_lpips(str(enhancer.device)) if cfg.lpips else (None, "disabled (lpips=false)")
+    if reason:
+        print(f"LPIPS skipped: {reason}")
+    out_dir = Path(cfg.paths.output_dir)
+    pairs = datamodule.test_set.pairs
+    result = evaluate(
+        enhancer,
+        pairs,
+        out_dir,
+        save_images=cfg.save_images,
+        save_decomposition=cfg.save_decomposition,
+        jpeg_quality=cfg.jpeg_quality,
+        score_saved=cfg.score_saved,
+        lpips=lpips,
+    )
+    meta = {
+        "gamma": enhancer.gamma,
+        "checkpoint": str(checkpoint.resolve()),
+        "test_dir": str(pairs[0][0].parent.parent.resolve()),
+        "scored": "saved files" if cfg.score_saved else "in-memory images",
+        "jpeg_quality": cfg.jpeg_quality,
+        "lpips_skipped": reason,
+    }
+    metrics = write_results(result, out_dir, meta)
+    table = Table(title=f"pairlie-test: {metrics['count']} images, gamma {enhancer.gamma:g}")
+    for column in ("", "PSNR (dB)", "SSIM"):
+        table.add_column(column, justify="right")
+    table.add_row("input", f"{metrics['input_psnr']:.3f}", f"{metrics['input_ssim']:.4f}")
+    table.add_row("enhanced", f"{metrics['psnr']:.3f}", f"{metrics['ssim']:.4f}")
+    Console().print(table)
+    log.info("results in %s", out_dir)
+    print(f"results: {out_dir / 'metrics.json'}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="test")
+def main(cfg: DictConfig) -> float | None:
+    return run_reporting_errors(test, cfg)["psnr"]
+
+
+if __name__ == "__main__":
+    main()

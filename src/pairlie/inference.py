@@ -1,0 +1,151 @@
+"""Enhance images of any size: the decomposition, gamma, tiling and conversion from and to user types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from pairlie.checkpoints import load_net
+from pairlie.errors import ConfigError
+from pairlie.images import quantize, to_tensor
+from pairlie.nets import PairLIENet, enhance
+
+# N then L (or R): ten 3x3 convolutions, so an output pixel sees 10 pixels each way.
+RECEPTIVE_RADIUS = 10
+DEFAULT_OVERLAP = 16
+# CPU: tiles that keep a 64-channel feature map near the caches run faster than whole images.
+AUTO_TILE = {"cpu": 256, "cuda": 1024}
+DEFAULT_GAMMA = 0.2
+
+
+@dataclass
+class Decomposition:
+    """PairLIE's outputs for one image, each N×C×H×W float in [0, 1]: L, R, the denoised X, and I."""
+
+    illumination: Tensor
+    reflectance: Tensor
+    denoised: Tensor
+    enhanced: Tensor
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"device={device!r}: must be auto, cpu, cuda or cuda:<index>")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: no CUDA GPU is available here; use device=cpu or device=auto")
+    return torch.device(device)
+
+
+class Enhancer:
+    """Enhances PIL images, uint8 H×W×3 arrays or float tensors with a trained PairLIE model.
+
+    ``tile``: ``"auto"`` (256 px on CPU, 1024 on GPU), an int, or ``None`` for whole images.
+    Tiles overlap by ``overlap`` pixels of context (≥ the 10-pixel receptive radius), so the result
+    equals whole-image inference up to float rounding while memory stays bounded by the tile size.
+    """
+
+    def __init__(
+        self,
+        net: PairLIENet,
+        gamma: float = DEFAULT_GAMMA,
+        device: str = "auto",
+        half: bool = False,
+        tile: int | str | None = "auto",
+        overlap: int = DEFAULT_OVERLAP,
+    ) -> None:
+        if not isinstance(gamma, (int, float)) or gamma <= 0:
+            raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
+        if overlap < RECEPTIVE_RADIUS:
+            raise ConfigError(f"overlap={overlap}: must be at least the receptive radius {RECEPTIVE_RADIUS}")
+        self.device = resolve_device(device)
+        if half and self.device.type != "cuda":
+            raise ConfigError("half=true needs a GPU: 16-bit convolutions on a CPU are slower than fp32")
+        if tile == "auto":
+            tile = AUTO_TILE[self.device.type]
+        if tile is not None and (not isinstance(tile, int) or tile < 16):
+            raise ConfigError(f"tile={tile!r}: must be auto, null (whole image) or an integer >= 16")
+        self.gamma = float(gamma)
+        self.tile, self.overlap = tile, overlap
+        self.dtype = torch.float16 if half else torch.float32
+        self.net = net.eval().to(self.device, self.dtype)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, gamma: float | None = None, **kwargs) -> Enhancer:
+        """An Enhancer from a pairlie ``.ckpt`` or the official ``.pth``; ``gamma`` defaults to the checkpoint's."""
+        net, hparams = load_net(path)
+        if gamma is None:
+            gamma = hparams.get("gamma", DEFAULT_GAMMA)
+        return cls(net, gamma=gamma, **kwargs)
+
+    @torch.no_grad()
+    def decompose(self, image: Tensor) -> Decomposition:
+        """L, R, X and the enhanced I of an N×3×H×W (or 3×H×W) float tensor in [0, 1], on the CPU."""
+        batch = image[None] if image.dim() == 3 else image
+        if batch.dim() != 4 or batch.shape[1] != 3:
+            raise ValueError(f"expected a 3xHxW or Nx3xHxW image tensor, got shape {tuple(image.shape)}")
+        height, width = batch.shape[-2:]
+        # Reflection padding needs two pixels; replicate thinner strips, then crop back.
+        pad = (0, max(0, 2 - width), 0, max(0, 2 - height))
+        if any(pad):
+            batch = F.pad(batch, pad, mode="replicate")
+        illumination, reflectance, denoised = self._tiled(batch.float())
+        crop = (..., slice(0, height), slice(0, width))
+        illumination, reflectance, denoised = illumination[crop], reflectance[crop], denoised[crop]
+        return Decomposition(illumination, reflectance, denoised, enhance(illumination, reflectance, self.gamma))
+
+    def _run(self, patch: Tensor) -> tuple[Tensor, ...]:
+        outputs = self.net(patch.to(self.device, self.dtype, non_blocking=True))
+        return tuple(t.float().cpu() for t in outputs)
+
+    def _tiled(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        n, _, height, width = batch.shape
+        tile = self.tile
+        if tile is None or (height <= tile + self.overlap and width <= tile + self.overlap):
+            return self._run(batch)
+        illumination = torch.empty(n, 1, height, width)
+        reflectance = torch.empty(n, 3, height, width)
+        denoised = torch.empty(n, 3, height, width)
+        margin = self.overlap
+        for top in range(0, height, tile):
+            for left in range(0, width, tile):
+                bottom, right = min(top + tile, height), min(left + tile, width)
+                ctop, cleft = max(top - margin, 0), max(left - margin, 0)
+                cbottom, cright = min(bottom + margin, height), min(right + margin, width)
+                outs = self._run(batch[..., ctop:cbottom, cleft:cright])
+                inner = (..., slice(top - ctop, bottom - ctop), slice(left - cleft, right - cleft))
+                for full, out in zip((illumination, reflectance, denoised), outs, strict=True):
+                    full[..., top:bottom, left:right] = out[inner]
+        return illumination, reflectance, denoised
+
+    def enhance(self, image):
+        """The enhanced image, of the same kind as ``image``.
+
+        - PIL image: an RGB PIL image (an alpha channel is carried over unchanged: RGBA in, RGBA out).
+        - uint8 NumPy array H×W×3: uint8 H×W×3, quantised by truncation as the authors saved.
+        - float tensor 3×H×W or N×3×H×W in [0, 1]: float tensor of the same shape.
+        """
+        if isinstance(image, Image.Image):
+            alpha = image.getchannel("A") if "A" in image.getbands() else None
+            arr = np.asarray(image.convert("RGB"))
+            out = Image.fromarray(quantize(self.decompose(to_tensor(arr)).enhanced[0]))
+            if alpha is not None:
+                out.putalpha(alpha)
+            return out
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"expected a uint8 HxWx3 array, got {image.dtype} {image.shape}")
+            return quantize(self.decompose(to_tensor(image)).enhanced[0])
+        if isinstance(image, Tensor):
+            if not image.is_floating_point():
+                raise ValueError(f"expected a float tensor in [0, 1], got {image.dtype}")
+            out = self.decompose(image).enhanced
+            return (out[0] if image.dim() == 3 else out).to(image.device, image.dtype)
+        raise TypeError(f"cannot enhance a {type(image).__name__}: give a PIL image, uint8 array or float tensor")
