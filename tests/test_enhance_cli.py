@@ -1,0 +1,85 @@
+"""pairlie-enhance on the files cameras and phones produce; never overwrites inputs."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_image
+from PIL import Image
+
+ENHANCE = shutil.which("pairlie-enhance", path=str(Path(sys.executable).parent))
+pytestmark = pytest.mark.skipif(ENHANCE is None, reason="pairlie-enhance is not installed (pip install -e .)")
+
+
+def run(args, cwd):
+    return subprocess.run([ENHANCE, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=os.environ)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """One of each awkward kind, in sub-folders, plus one broken file."""
+    src = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    write_image(src / "plain.png", (40, 30))
+    write_image(src / "sub" / "UPPER.JPG", (33, 21))
+    Image.fromarray((rng.random((30, 40)) * 255).astype(np.uint8), "L").save(src / "gray.png")
+    rgba = Image.fromarray((rng.random((30, 40, 4)) * 255).astype(np.uint8), "RGBA")
+    rgba.save(src / "alpha.png")
+    Image.fromarray((rng.random((30, 40)) * 65535).astype(np.uint16)).save(src / "deep16.png")
+    Image.open(src / "plain.png").convert("P").save(src / "palette.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise for display
+    Image.open(src / "plain.png").convert("RGB").save(src / "sub" / "rotated.jpg", exif=exif)
+    (src / "broken.png").write_text("not an image")
+    (src / "folder.jpg").mkdir()
+    return src
+
+
+def test_every_kind_is_enhanced_and_the_broken_one_listed(tmp_path, photos, tiny_ckpt):
+    out = tmp_path / "out"
+    result = run([f"ckpt_path={tiny_ckpt}", f"input={photos}", f"output={out}", "tile=16"], tmp_path)
+    assert result.returncode == 1  # one file failed
+    assert "enhanced 7 of 8 image(s)" in result.stdout
+    assert "failed:" in result.stderr and "broken.png: cannot read image" in result.stderr
+    assert "Traceback" not in result.stderr
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert names == ["alpha.png", "deep16.png", "gray.png", "palette.png", "plain.png", "sub/UPPER.JPG", "sub/rotated.jpg"]
+    assert Image.open(out / "sub" / "rotated.jpg").size == (30, 40)  # EXIF orientation applied
+    alpha = Image.open(out / "alpha.png")
+    assert alpha.mode == "RGBA"
+    assert np.array_equal(np.asarray(alpha)[..., 3], np.asarray(Image.open(photos / "alpha.png"))[..., 3])
+    assert Image.open(out / "deep16.png").mode == "RGB" and Image.open(out / "sub" / "UPPER.JPG").format == "JPEG"
+    assert not list(out.rglob("*.part"))  # atomic writes leave no temporaries
+
+
+def test_single_file_and_alpha_drop(tmp_path, photos, tiny_ckpt):
+    out = tmp_path / "one"
+    result = run([f"ckpt_path={tiny_ckpt}", f"input={photos / 'alpha.png'}", f"output={out}", "alpha=drop"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out / "alpha.png").mode == "RGB"
+
+
+def test_refuses_to_write_inside_the_input_or_over_existing_files(tmp_path, photos, tiny_ckpt):
+    before = {p: p.stat().st_mtime_ns for p in photos.rglob("*") if p.is_file()}
+    inside = run([f"ckpt_path={tiny_ckpt}", f"input={photos}", f"output={photos / 'out'}"], tmp_path)
+    assert inside.returncode == 2 and "is inside input" in inside.stderr
+    same = run([f"ckpt_path={tiny_ckpt}", f"input={photos / 'plain.png'}", f"output={photos}"], tmp_path)
+    assert same.returncode == 2 and "would overwrite the input" in same.stderr
+    assert {p: p.stat().st_mtime_ns for p in photos.rglob("*") if p.is_file()} == before
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plain.png").write_text("mine")
+    again = run([f"ckpt_path={tiny_ckpt}", f"input={photos / 'plain.png'}", f"output={out}"], tmp_path)
+    assert again.returncode == 2 and "already exist" in again.stderr and "overwrite=true" in again.stderr
+    assert (out / "plain.png").read_text() == "mine"
+    forced = run([f"ckpt_path={tiny_ckpt}", f"input={photos / 'plain.png'}", f"output={out}", "overwrite=true"], tmp_path)
+    assert forced.returncode == 0 and Image.open(out / "plain.png").size == (40, 30)
+
+
+def test_missing_input_is_one_line(tmp_path, tiny_ckpt):
+    result = run([f"ckpt_path={tiny_ckpt}", f"input={tmp_path / 'nope'}", f"output={tmp_path / 'o'}"], tmp_path)
+    assert result.returncode == 2 and "error: input=" in result.stderr and "no such file or folder" in result.stderr

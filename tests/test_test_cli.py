@@ -1,0 +1,91 @@
+"""pairlie-test: results files, defaults after pairlie-train, multirun, and the paper's LOL numbers."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, make_paired_tree, make_scene_tree, needs_shared
+
+BIN = Path(sys.executable).parent
+TEST = shutil.which("pairlie-test", path=str(BIN))
+TRAIN = shutil.which("pairlie-train", path=str(BIN))
+pytestmark = pytest.mark.skipif(TEST is None, reason="pairlie-test is not installed (pip install -e .)")
+
+
+def run(cmd, args, cwd, env=None):
+    return subprocess.run(
+        [cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})}
+    )
+
+
+def test_results_files_and_decomposition(tmp_path, tiny_ckpt):
+    data = make_paired_tree(tmp_path / "pairs", names=("x.png", "y.jpg"))
+    out = tmp_path / "out"
+    result = run(
+        TEST, [f"ckpt_path={tiny_ckpt}", f"data.test_dir={data}", "model.gamma=0.3", "save_decomposition=true",
+               f"hydra.run.dir={out}"], tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["count"] == 2 and metrics["gamma"] == 0.3
+    assert metrics["checkpoint"] == str(tiny_ckpt.resolve())
+    for key in ("psnr", "ssim", "input_psnr", "input_ssim"):
+        assert isinstance(metrics[key], float)
+    assert "valid region" in metrics["protocol"]["ssim"] and "truncation" in metrics["protocol"]["quantisation"]
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert [r["name"] for r in rows] == ["x.png", "y.jpg"]
+    assert abs(sum(float(r["psnr"]) for r in rows) / 2 - metrics["psnr"]) < 1e-3
+    for sub in ("enhanced", "L", "R", "X", "D"):
+        assert sorted(p.name for p in (out / sub).iterdir()) == ["x.png", "y.jpg"], sub
+    assert "enhanced" in result.stdout and "input" in result.stdout  # the printed table
+
+
+def test_defaults_after_pairlie_train_use_its_checkpoint_and_the_demo(tmp_path):
+    env = {"PAIRLIE_LOG_DIR": str(tmp_path / "logs"), "PAIRLIE_DEMO_DIR": str(tmp_path / "demo")}
+    make_scene_tree(tmp_path / "demo" / "train", size=(64, 64))
+    make_paired_tree(tmp_path / "demo" / "val", names=("v.png",), size=(64, 64))
+    (tmp_path / "demo" / "COMPLETE").write_text("stand-in demo set\n")
+    trained = run(TRAIN, ["debug=quick", "model.width=4", "logger=none", "callbacks.rich_progress_bar=null"], tmp_path, env)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    result = run(TEST, [], tmp_path, env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no ckpt_path given: using" in result.stdout and "logs/train/runs" in result.stdout
+    (metrics_file,) = (tmp_path / "logs" / "test" / "runs").glob("*/metrics.json")
+    assert json.loads(metrics_file.read_text())["count"] == 1
+
+
+def test_no_checkpoint_anywhere_is_one_line(tmp_path):
+    result = run(TEST, [f"paths.log_dir={tmp_path}"], tmp_path)
+    assert result.returncode == 2 and "error: no ckpt_path given and no pairlie-train checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_gamma_multirun_writes_one_folder_each(tmp_path, tiny_ckpt):
+    data = make_paired_tree(tmp_path / "pairs", names=("x.png",))
+    result = run(
+        TEST, ["-m", "model.gamma=0.1,0.2", f"ckpt_path={tiny_ckpt}", f"data.test_dir={data}",
+               f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    gammas = [json.loads((tmp_path / "sweep" / str(i) / "metrics.json").read_text())["gamma"] for i in (0, 1)]
+    assert gammas == [0.1, 0.2]
+
+
+@needs_shared
+def test_lol_acceptance_with_the_official_weights(tmp_path):
+    """The paper's LOL protocol on all 15 pairs: the authors' released outputs score 19.514 / 0.7358."""
+    result = run(
+        TEST, [f"ckpt_path={OFFICIAL_WEIGHTS}", "data=lol", f"paths.data_dir={SHARED_DATA}", "save_images=false",
+               f"hydra.run.dir={tmp_path / 'out'}"], tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["count"] == 15 and metrics["gamma"] == 0.14
+    assert metrics["psnr"] == pytest.approx(19.514, abs=0.01)
+    assert metrics["ssim"] == pytest.approx(0.7359, abs=0.001)
+    assert metrics["input_psnr"] < 10
