@@ -34,6 +34,7 @@ def photos(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise for display
     Image.open(src / "plain.png").convert("RGB").save(src / "sub" / "rotated.jpg", exif=exif)
+    Image.open(src / "plain.png").convert("CMYK").save(src / "cmyk.jpg")
     (src / "broken.png").write_text("not an image")
     (src / "folder.jpg").mkdir()
     return src
@@ -43,16 +44,19 @@ def test_every_kind_is_enhanced_and_the_broken_one_listed(tmp_path, photos, tiny
     out = tmp_path / "out"
     result = run([f"ckpt_path={tiny_ckpt}", f"input={photos}", f"output={out}", "tile=16"], tmp_path)
     assert result.returncode == 1  # one file failed
-    assert "enhanced 7 of 8 image(s)" in result.stdout
+    assert "enhanced 8 of 9 image(s)" in result.stdout
     assert "failed:" in result.stderr and "broken.png: cannot read image" in result.stderr
     assert "Traceback" not in result.stderr
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert names == ["alpha.png", "deep16.png", "gray.png", "palette.png", "plain.png", "sub/UPPER.JPG", "sub/rotated.jpg"]
+    assert names == [
+        "alpha.png", "cmyk.jpg", "deep16.png", "gray.png", "palette.png", "plain.png", "sub/UPPER.JPG", "sub/rotated.jpg"
+    ]
     assert Image.open(out / "sub" / "rotated.jpg").size == (30, 40)  # EXIF orientation applied
     alpha = Image.open(out / "alpha.png")
     assert alpha.mode == "RGBA"
     assert np.array_equal(np.asarray(alpha)[..., 3], np.asarray(Image.open(photos / "alpha.png"))[..., 3])
     assert Image.open(out / "deep16.png").mode == "RGB" and Image.open(out / "sub" / "UPPER.JPG").format == "JPEG"
+    assert Image.open(out / "cmyk.jpg").mode == "RGB"
     assert not list(out.rglob("*.part"))  # atomic writes leave no temporaries
 
 

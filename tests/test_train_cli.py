@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import REPO, SHARED_DATA, needs_shared
 from pairlie.checkpoints import load_net
@@ -59,7 +60,12 @@ def test_training_writes_checkpoints_logs_and_config(tiny_cfg, tmp_path):
     run = Path(cfg.paths.output_dir)
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert len(list((run / "checkpoints").glob("epoch000-psnr*.ckpt"))) == 1
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    (events,) = (run / "tensorboard").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events)).Reload()
+    scalars = set(accumulator.Tags()["scalars"])
+    assert {"train/loss", "train/consistency", "train/retinex", "train/fidelity", "lr-Adam"} <= scalars
+    assert {"val/psnr", "val/ssim", "val/input_psnr", "val/input_ssim"} <= scalars
+    assert accumulator.Tags()["images"] == ["val_images/a.png (input|L|R|X|I)", "val_images/b.png (input|L|R|X|I)"]
     assert "fidelity: 500.0" in (run / "config.yaml").read_text()
     net, hparams = load_net(run / "checkpoints" / "last.ckpt")
     assert net.width == 4 and hparams["gamma"] == 0.2
