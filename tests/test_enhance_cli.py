@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_image
 from PIL import Image
+
+from conftest import write_image
 
 ENHANCE = shutil.which("pairlie-enhance", path=str(Path(sys.executable).parent))
 pytestmark = pytest.mark.skipif(ENHANCE is None, reason="pairlie-enhance is not installed (pip install -e .)")
@@ -35,22 +36,64 @@ def photos(tmp_path):
     exif[0x0112] = 6  # rotate 90° clockwise for display
     Image.open(src / "plain.png").convert("RGB").save(src / "sub" / "rotated.jpg", exif=exif)
     Image.open(src / "plain.png").convert("CMYK").save(src / "cmyk.jpg")
+    write_image(src / "tiny_1x1.png", (1, 1))
+    write_image(src / "strip_5000x4.png", (5000, 4))
+    write_image(src / "nuit_été_夜.png", (24, 18))
     (src / "broken.png").write_text("not an image")
     (src / "folder.jpg").mkdir()
     return src
+
+
+@pytest.fixture
+def broken(tmp_path):
+    """Files that cannot be enhanced, beside one that can."""
+    src = tmp_path / "broken"
+    write_image(src / "good.png", (40, 30))
+    (src / "zero.png").write_bytes(b"")
+    png = (src / "good.png").read_bytes()
+    (src / "truncated.png").write_bytes(png[: len(png) // 2])
+    buffer = src / "full.jpg"
+    Image.open(src / "good.png").save(buffer, quality=90)
+    jpg = buffer.read_bytes()
+    buffer.unlink()
+    (src / "truncated.jpg").write_bytes(jpg[: len(jpg) // 2])
+    (src / "text.png").write_text("hello")
+    (src / "loop.png").symlink_to(src / "loop.png")
+    return src
+
+
+def test_broken_files_are_listed_and_the_rest_enhanced(tmp_path, broken, tiny_ckpt):
+    out = tmp_path / "out"
+    result = run([f"ckpt_path={tiny_ckpt}", f"input={broken}", f"output={out}"], tmp_path)
+    assert result.returncode == 1 and "enhanced 1 of 6 image(s)" in result.stdout
+    for name in ("zero.png", "truncated.png", "truncated.jpg", "text.png", "loop.png"):
+        assert f"{name}: cannot read image" in result.stderr, name
+    assert "Traceback" not in result.stderr + result.stdout
+    assert [p.name for p in out.iterdir()] == ["good.png"]
 
 
 def test_every_kind_is_enhanced_and_the_broken_one_listed(tmp_path, photos, tiny_ckpt):
     out = tmp_path / "out"
     result = run([f"ckpt_path={tiny_ckpt}", f"input={photos}", f"output={out}", "tile=16"], tmp_path)
     assert result.returncode == 1  # one file failed
-    assert "enhanced 8 of 9 image(s)" in result.stdout
+    assert "enhanced 11 of 12 image(s)" in result.stdout
     assert "failed:" in result.stderr and "broken.png: cannot read image" in result.stderr
     assert "Traceback" not in result.stderr
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert names == [
-        "alpha.png", "cmyk.jpg", "deep16.png", "gray.png", "palette.png", "plain.png", "sub/UPPER.JPG", "sub/rotated.jpg"
+        "alpha.png",
+        "cmyk.jpg",
+        "deep16.png",
+        "gray.png",
+        "nuit_été_夜.png",
+        "palette.png",
+        "plain.png",
+        "strip_5000x4.png",
+        "sub/UPPER.JPG",
+        "sub/rotated.jpg",
+        "tiny_1x1.png",
     ]
+    assert Image.open(out / "strip_5000x4.png").size == (5000, 4) and Image.open(out / "tiny_1x1.png").size == (1, 1)
     assert Image.open(out / "sub" / "rotated.jpg").size == (30, 40)  # EXIF orientation applied
     alpha = Image.open(out / "alpha.png")
     assert alpha.mode == "RGBA"
@@ -80,7 +123,9 @@ def test_refuses_to_write_inside_the_input_or_over_existing_files(tmp_path, phot
     again = run([f"ckpt_path={tiny_ckpt}", f"input={photos / 'plain.png'}", f"output={out}"], tmp_path)
     assert again.returncode == 2 and "already exist" in again.stderr and "overwrite=true" in again.stderr
     assert (out / "plain.png").read_text() == "mine"
-    forced = run([f"ckpt_path={tiny_ckpt}", f"input={photos / 'plain.png'}", f"output={out}", "overwrite=true"], tmp_path)
+    forced = run(
+        [f"ckpt_path={tiny_ckpt}", f"input={photos / 'plain.png'}", f"output={out}", "overwrite=true"], tmp_path
+    )
     assert forced.returncode == 0 and Image.open(out / "plain.png").size == (40, 30)
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, needs_shared
 from PIL import Image
 
+from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, needs_shared
 from pairlie.errors import ConfigError
 from pairlie.images import load_image, quantize
 from pairlie.inference import Enhancer

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, make_paired_tree, make_scene_tree, needs_shared
 
 BIN = Path(sys.executable).parent
@@ -27,8 +28,15 @@ def test_results_files_and_decomposition(tmp_path, tiny_ckpt):
     data = make_paired_tree(tmp_path / "pairs", names=("x.png", "y.jpg"))
     out = tmp_path / "out"
     result = run(
-        TEST, [f"ckpt_path={tiny_ckpt}", f"data.test_dir={data}", "model.gamma=0.3", "save_decomposition=true",
-               f"hydra.run.dir={out}"], tmp_path,
+        TEST,
+        [
+            f"ckpt_path={tiny_ckpt}",
+            f"data.test_dir={data}",
+            "model.gamma=0.3",
+            "save_decomposition=true",
+            f"hydra.run.dir={out}",
+        ],
+        tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -50,7 +58,9 @@ def test_defaults_after_pairlie_train_use_its_checkpoint_and_the_demo(tmp_path):
     make_scene_tree(tmp_path / "demo" / "train", size=(64, 64))
     make_paired_tree(tmp_path / "demo" / "val", names=("v.png",), size=(64, 64))
     (tmp_path / "demo" / "COMPLETE").write_text("stand-in demo set\n")
-    trained = run(TRAIN, ["debug=quick", "model.width=4", "logger=none", "callbacks.rich_progress_bar=null"], tmp_path, env)
+    trained = run(
+        TRAIN, ["debug=quick", "model.width=4", "logger=none", "callbacks.rich_progress_bar=null"], tmp_path, env
+    )
     assert trained.returncode == 0, trained.stderr[-2000:]
     result = run(TEST, [], tmp_path, env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -68,8 +78,15 @@ def test_no_checkpoint_anywhere_is_one_line(tmp_path):
 def test_gamma_multirun_writes_one_folder_each(tmp_path, tiny_ckpt):
     data = make_paired_tree(tmp_path / "pairs", names=("x.png",))
     result = run(
-        TEST, ["-m", "model.gamma=0.1,0.2", f"ckpt_path={tiny_ckpt}", f"data.test_dir={data}",
-               f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path,
+        TEST,
+        [
+            "-m",
+            "model.gamma=0.1,0.2",
+            f"ckpt_path={tiny_ckpt}",
+            f"data.test_dir={data}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     gammas = [json.loads((tmp_path / "sweep" / str(i) / "metrics.json").read_text())["gamma"] for i in (0, 1)]
@@ -80,8 +97,15 @@ def test_gamma_multirun_writes_one_folder_each(tmp_path, tiny_ckpt):
 def test_lol_acceptance_with_the_official_weights(tmp_path):
     """The paper's LOL protocol on all 15 pairs: the authors' released outputs score 19.514 / 0.7358."""
     result = run(
-        TEST, [f"ckpt_path={OFFICIAL_WEIGHTS}", "data=lol", f"paths.data_dir={SHARED_DATA}", "save_images=false",
-               f"hydra.run.dir={tmp_path / 'out'}"], tmp_path,
+        TEST,
+        [
+            f"ckpt_path={OFFICIAL_WEIGHTS}",
+            "data=lol",
+            f"paths.data_dir={SHARED_DATA}",
+            "save_images=false",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ],
+        tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())

@@ -43,12 +43,13 @@ def check_output(source: Path, output: Path, items: list[tuple[Path, Path]], ove
     source, output = Path(source).expanduser().resolve(), Path(output).expanduser().resolve()
     if source.is_dir() and (output == source or output.is_relative_to(source)):
         raise ConfigError(f"output={output}: is inside input={source}; choose an output folder outside the input")
-    inputs = {src.resolve() for src, _ in items}
+    # os.path.realpath, unlike Path.resolve, does not raise on a symlink loop
+    inputs = {os.path.realpath(src) for src, _ in items}
     targets = [output / rel for _, rel in items]
-    clash = [t for t in targets if t.resolve() in inputs]
+    clash = [t for t in targets if os.path.realpath(t) in inputs]
     if clash:
         raise ConfigError(f"output={output}: would overwrite the input {clash[0]}; choose another output folder")
-    existing = [t for t in targets if t.exists()]
+    existing = [t for t in targets if t.exists() or t.is_symlink()]
     if existing and not overwrite:
         raise ConfigError(
             f"output={output}: {len(existing)} file(s) already exist, e.g. {existing[0].name}; "

@@ -114,8 +114,16 @@ def write_results(result: TestResult, out_dir: Path, meta: dict) -> dict:
     writer = csv.writer(buffer)
     writer.writerow(["name", "psnr", "ssim", "input_psnr", "input_ssim", "lpips"])
     for s in result.scores:
-        writer.writerow([s.name, f"{s.psnr:.4f}", f"{s.ssim:.6f}", f"{s.input_psnr:.4f}", f"{s.input_ssim:.6f}",
-                         "" if s.lpips is None else f"{s.lpips:.6f}"])
+        writer.writerow(
+            [
+                s.name,
+                f"{s.psnr:.4f}",
+                f"{s.ssim:.6f}",
+                f"{s.input_psnr:.4f}",
+                f"{s.input_ssim:.6f}",
+                "" if s.lpips is None else f"{s.lpips:.6f}",
+            ]
+        )
     write_atomic(out_dir / "per_image.csv", buffer.getvalue())
     return metrics
 
@@ -123,7 +131,6 @@ def write_results(result: TestResult, out_dir: Path, meta: dict) -> dict:
 def make_lpips(device: str = "cpu"):
     """``(score_fn, None)`` where LPIPS (AlexNet) can run here, else ``(None, reason)``; never raises."""
     try:
-        import torch
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
         metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device)

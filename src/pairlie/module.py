@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from pairlie.errors import ConfigError
+from pairlie.errors import ConfigError, PairLIEError
 from pairlie.losses import LossWeights, pairlie_losses
 from pairlie.metrics import paper_scores
 from pairlie.nets import PairLIENet, enhance
@@ -26,6 +26,10 @@ def _merged(defaults: dict, given: Mapping | None, key: str) -> dict:
     return {**defaults, **given}
 
 
+class TrainingDiverged(PairLIEError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
 class PairLIEModule(L.LightningModule):
     """Trains N, L and R on exposure pairs; validates the enhanced ``L**gamma * R`` against references."""
 
@@ -37,6 +41,7 @@ class PairLIEModule(L.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         log_images: int = 3,
+        nonfinite_patience: int = 10,
     ) -> None:
         super().__init__()
         if not isinstance(gamma, (int, float)) or gamma <= 0:
@@ -51,6 +56,8 @@ class PairLIEModule(L.LightningModule):
         optimizer = _merged(DEFAULT_OPTIMIZER, optimizer, "model.optimizer")
         optimizer["betas"] = tuple(optimizer["betas"])
         scheduler = _merged(DEFAULT_SCHEDULER, scheduler, "model.scheduler")
+        if not isinstance(nonfinite_patience, int) or nonfinite_patience < 1:
+            raise ConfigError(f"model.nonfinite_patience={nonfinite_patience!r}: must be a positive integer")
         if not optimizer["lr"] > 0:
             raise ConfigError(f"model.optimizer.lr={optimizer['lr']!r}: must be > 0")
         self.save_hyperparameters(
@@ -61,9 +68,12 @@ class PairLIEModule(L.LightningModule):
                 "optimizer": optimizer,
                 "scheduler": scheduler,
                 "log_images": log_images,
+                "nonfinite_patience": nonfinite_patience,
             }
         )
         self.net = PairLIENet(width)
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
 
     def forward(self, im: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(illumination, reflectance, denoised)`` of a batch of images in [0, 1]."""
@@ -78,9 +88,36 @@ class PairLIEModule(L.LightningModule):
         illumination1, reflectance1, denoised1 = self.net(im1)
         reflectance2 = self.net.reflectance_only(im2)
         terms = pairlie_losses(illumination1, reflectance1, denoised1, reflectance2, im1, self.weights)
+        if not torch.isfinite(terms["total"]):
+            self._skip_step("loss")
+            return None  # Lightning skips backward and the optimiser step
         self.log("train/loss", terms["total"], prog_bar=True, batch_size=im1.shape[0])
         self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "total"}, batch_size=im1.shape[0])
         return terms["total"]
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        params = [p for p in self.parameters() if p.grad is not None]
+        if not params:
+            return  # the step was already skipped for a non-finite loss
+        if not all(torch.isfinite(p.grad).all() for p in params):
+            for p in params:
+                p.grad = None  # Adam leaves parameters without gradients (and their moments) untouched
+            self._skip_step("gradient")
+        else:
+            self.nonfinite_in_a_row = 0
+
+    def _skip_step(self, what: str) -> None:
+        """Count a step with a non-finite loss or gradient; stop after ``nonfinite_patience`` in a row."""
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        self.log("train/nonfinite_steps", float(self.nonfinite_total), on_step=True, on_epoch=False)
+        patience = self.hparams.nonfinite_patience
+        if self.nonfinite_in_a_row >= patience:
+            raise TrainingDiverged(
+                f"training diverged: {self.nonfinite_in_a_row} steps in a row with a non-finite {what} "
+                f"(model.nonfinite_patience={patience}, step {self.global_step}); the last good checkpoint is kept "
+                "in the run's checkpoints/; lower model.optimizer.lr or resume with ckpt_path=last"
+            )
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         low, high = batch["low"], batch["high"]

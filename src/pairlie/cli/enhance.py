@@ -23,7 +23,11 @@ def enhance(cfg: DictConfig) -> int:
     items = collect_inputs(source)
     check_output(source, output, items, cfg.overwrite)
     enhancer = Enhancer.from_checkpoint(
-        resolve_checkpoint(cfg), gamma=cfg.model.gamma, device=cfg.device, half=cfg.half, tile=cfg.tile,
+        resolve_checkpoint(cfg),
+        gamma=cfg.model.gamma,
+        device=cfg.device,
+        half=cfg.half,
+        tile=cfg.tile,
         overlap=cfg.overlap,
     )
     failures = enhance_files(enhancer, items, output, keep_alpha=cfg.alpha == "keep", jpeg_quality=cfg.jpeg_quality)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pairlie.cli.common import CONFIG_PATH, log, run_reporting_errors
+from pairlie.errors import ConfigError
 from pairlie.evaluation import evaluate, make_lpips, write_results
 from pairlie.inference import Enhancer
 from pairlie.runs import latest_checkpoint
@@ -26,6 +27,11 @@ def resolve_checkpoint(cfg: DictConfig) -> Path:
 
 def test(cfg: DictConfig) -> dict:
     """Score the checkpoint on the test pairs; writes metrics.json, per_image.csv and images."""
+    out_dir = Path(cfg.paths.output_dir)
+    if (out_dir / "metrics.json").exists() and not cfg.overwrite:
+        raise ConfigError(
+            f"hydra.run.dir={out_dir}: holds the results of an earlier test run; choose another folder or pass overwrite=true"
+        )
     checkpoint = resolve_checkpoint(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -35,7 +41,6 @@ def test(cfg: DictConfig) -> dict:
     lpips, reason = make_lpips(str(enhancer.device)) if cfg.lpips else (None, "disabled (lpips=false)")
     if reason:
         print(f"LPIPS skipped: {reason}")
-    out_dir = Path(cfg.paths.output_dir)
     pairs = datamodule.test_set.pairs
     result = evaluate(
         enhancer,

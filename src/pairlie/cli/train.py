@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -11,6 +12,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pairlie.cli.common import CONFIG_PATH, log, run_reporting_errors
+from pairlie.errors import ConfigError
 
 
 def instantiate_group(group: DictConfig | None) -> list:
@@ -18,10 +20,48 @@ def instantiate_group(group: DictConfig | None) -> list:
     return [instantiate(c) for c in (group or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
+def resolve_resume(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """The checkpoint to resume from; refuses to start a fresh run over an earlier run's checkpoints."""
+    ckpt_dir = output_dir / "checkpoints"
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last":
+        path = ckpt_dir / "last.ckpt"
+        if not path.is_file():
+            raise ConfigError(
+                f"ckpt_path=last: no {path}; set hydra.run.dir to the folder of the run to resume, or give ckpt_path=FILE"
+            )
+        return path
+    if ckpt_path:
+        path = Path(ckpt_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={path}: no such file; give a pairlie .ckpt to resume, or ckpt_path=last")
+        return path
+    if ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")) and not cfg.get("overwrite"):
+        raise ConfigError(
+            f"hydra.run.dir={output_dir}: already holds a run's checkpoints; resume it with ckpt_path=last, "
+            "choose another hydra.run.dir, or pass overwrite=true"
+        )
+    return None
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, not at the first checkpoint, when the run folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"hydra.run.dir={folder}: cannot write here ({exc.strerror}); choose a writable hydra.run.dir or paths.log_dir"
+        ) from None
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model described by ``cfg``; returns the final validation metrics."""
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    check_writable(output_dir)
+    resume = resolve_resume(cfg, output_dir)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     # Check and load every file now, so bad data stops the run before the trainer starts.
@@ -41,7 +81,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     log.info("run folder: %s", output_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
 
     if datamodule.val_set is not None and "val/psnr" not in trainer.callback_metrics:
         # stopped by max_steps before an epoch ended: score the final weights anyway
