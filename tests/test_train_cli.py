@@ -1,6 +1,7 @@
 """pairlie-train: every config composes, trains on CPU, resumes, reports bad input in one line."""
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from conftest import REPO, SHARED_DATA, needs_shared
 from pairlie.checkpoints import load_net
@@ -65,6 +67,13 @@ def test_training_writes_checkpoints_logs_and_config(tiny_cfg, tmp_path):
     scalars = set(accumulator.Tags()["scalars"])
     assert {"train/loss", "train/consistency", "train/retinex", "train/fidelity", "lr-Adam"} <= scalars
     assert {"val/psnr", "val/ssim", "val/input_psnr", "val/input_ssim"} <= scalars
+    assert {"hp/val_psnr", "hp/val_ssim"} <= scalars
+    hparams = accumulator.PluginTagToContent("hparams")
+    session = HParamsPluginData.FromString(hparams["_hparams_/session_start_info"]).session_start_info
+    assert {"gamma", "loss/fidelity", "loss/consistency", "loss/retinex", "lr", "batch_size"} <= set(session.hparams)
+    assert session.hparams["loss/fidelity"].number_value == 500.0
+    experiment = HParamsPluginData.FromString(hparams["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"hp/val_psnr", "hp/val_ssim"}
     assert accumulator.Tags()["images"] == ["val_images/a.png (input|L|R|X|I)", "val_images/b.png (input|L|R|X|I)"]
     assert "fidelity: 500.0" in (run / "config.yaml").read_text()
     net, hparams = load_net(run / "checkpoints" / "last.ckpt")
@@ -139,6 +148,30 @@ def test_bad_input_is_one_line_before_training(tmp_path, scene_tree, paired_tree
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
+def test_loss_weight_grid_multirun_has_a_folder_per_run_and_a_summary(tmp_path, scene_tree, paired_tree):
+    sweep = tmp_path / "sweep"
+    result = _cli(
+        [
+            "-m",
+            "model.loss.fidelity=100,500",
+            *TINY,
+            f"data.train_dir={scene_tree}",
+            f"data.val_dir={paired_tree}",
+            "data.demo_root=null",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for job in ("0", "1"):
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert sorted(r["swept"] for r in summary) == ["model.loss.fidelity=100", "model.loss.fidelity=500"]
+    assert summary[0]["val/psnr"] >= summary[1]["val/psnr"]
+    assert "sweep summary" in result.stdout
 
 
 @pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")

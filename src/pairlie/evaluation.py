@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from rich.progress import track
 
+from pairlie.files import write_atomic
 from pairlie.images import quantize, read_rgb, save_image, to_tensor
 from pairlie.inference import Enhancer
 from pairlie.metrics import PROTOCOL, paper_scores, psnr, ssim, to_reference_grid
@@ -86,14 +85,6 @@ def evaluate(
             for sub, image in parts.items():
                 save_image(quantize(image.expand(3, -1, -1)), out_dir / sub / low_path.name, jpeg_quality)
     return result
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def write_results(result: TestResult, out_dir: Path, meta: dict) -> dict:

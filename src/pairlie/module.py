@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from pairlie.errors import ConfigError, PairLIEError
@@ -14,6 +15,7 @@ from pairlie.losses import LossWeights, pairlie_losses
 from pairlie.metrics import paper_scores
 from pairlie.nets import PairLIENet, enhance
 
+HP_PSNR, HP_SSIM = "hp/val_psnr", "hp/val_ssim"
 DEFAULT_OPTIMIZER = {"lr": 1e-4, "betas": (0.9, 0.999), "weight_decay": 0.0}
 DEFAULT_SCHEDULER = {"step_size": 100, "factor": 0.5}
 
@@ -69,11 +71,42 @@ class PairLIEModule(L.LightningModule):
                 "scheduler": scheduler,
                 "log_images": log_images,
                 "nonfinite_patience": nonfinite_patience,
-            }
+            },
+            logger=False,  # logged with the validation metrics in on_fit_start, for TensorBoard's HParams tab
         )
         self.net = PairLIENet(width)
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+
+    def on_fit_start(self) -> None:
+        """Log the run's hyper-parameters with its validation metrics, so HParams compares a sweep's runs."""
+        logger = self.logger
+        if not isinstance(logger, TensorBoardLogger):
+            return
+        hp = self.hparams
+        params = {
+            "gamma": hp.gamma,
+            "width": hp.width,
+            **{f"loss/{k}": v for k, v in hp.loss.items()},
+            "lr": hp.optimizer["lr"],
+            "lr_step_size": hp.scheduler["step_size"],
+            "lr_factor": hp.scheduler["factor"],
+        }
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            data = datamodule.hparams
+            world = self.trainer.world_size
+            params.update(batch_size=data.batch_size, global_batch=data.batch_size * world, patch_size=data.patch_size)
+        logger.log_hyperparams(params, metrics={HP_PSNR: float("nan"), HP_SSIM: float("nan")})
+
+    def on_validation_end(self) -> None:
+        metrics = self.trainer.callback_metrics
+        if self.trainer.sanity_checking or "val/psnr" not in metrics or self.logger is None:
+            return
+        if self.trainer.is_global_zero:
+            self.logger.log_metrics(
+                {HP_PSNR: float(metrics["val/psnr"]), HP_SSIM: float(metrics["val/ssim"])}, step=self.global_step
+            )
 
     def forward(self, im: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(illumination, reflectance, denoised)`` of a batch of images in [0, 1]."""

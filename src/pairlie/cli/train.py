@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pairlie.cli.common import CONFIG_PATH, log, run_reporting_errors
 from pairlie.errors import ConfigError
+from pairlie.files import write_atomic
+from pairlie.sweep import RESULT_FILE
 
 
 def instantiate_group(group: DictConfig | None) -> list:
@@ -87,6 +90,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # stopped by max_steps before an epoch ended: score the final weights anyway
         trainer.validate(model, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if trainer.is_global_zero:
+        write_atomic(output_dir / RESULT_FILE, json.dumps(metrics, indent=2) + "\n")
     if "val/psnr" in metrics:
         print(
             f"validation ({len(datamodule.val_set)} images): "

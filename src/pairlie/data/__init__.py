@@ -1,0 +1,16 @@
+"""Scene discovery, exposure-pair and paired test datasets, the datamodule and the demo set."""
+
+from pairlie.data.datamodule import PairLIEDataModule
+from pairlie.data.datasets import ExposurePairDataset, PairedImageDataset
+from pairlie.data.demo import build_demo
+from pairlie.data.scenes import Scene, discover_pairs, discover_scenes
+
+__all__ = [
+    "ExposurePairDataset",
+    "PairLIEDataModule",
+    "PairedImageDataset",
+    "Scene",
+    "build_demo",
+    "discover_pairs",
+    "discover_scenes",
+]

@@ -1,0 +1,105 @@
+"""The LightningDataModule serving exposure pairs for training and low/high pairs for val and test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from pairlie.data.datasets import ExposurePairDataset, PairedImageDataset
+from pairlie.data.demo import build_demo
+from pairlie.data.scenes import discover_pairs, discover_scenes
+from pairlie.errors import ConfigError
+
+
+class PairLIEDataModule(L.LightningDataModule):
+    """Scenes from ``train_dir``; low/high pairs from ``val_dir`` (validation) and ``test_dir`` (test).
+
+    Every folder is checked and every training image decoded in :meth:`setup`, so bad data stops
+    the run with a one-line message before the first step. ``demo_root`` builds the embedded demo
+    set there first when it is missing. ``gamma`` records the γ the authors used on this data
+    (LOL 0.14, SICE 0.2); ``pairlie-test`` uses it when ``model.gamma`` is not given.
+    """
+
+    def __init__(
+        self,
+        train_dir: str | None = None,
+        val_dir: str | None = None,
+        test_dir: str | None = None,
+        patch_size: int | None = 128,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        augment: bool = False,
+        repeats: int = 1,
+        pairing: str = "auto",
+        val_limit: int | None = None,
+        test_limit: int | None = None,
+        cache: bool = True,
+        pin_memory: bool = False,
+        demo_root: str | None = None,
+        gamma: float | None = None,
+    ) -> None:
+        super().__init__()
+        for key, value in (("batch_size", batch_size), ("repeats", repeats)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"data.{key}={value!r}: must be a positive integer")
+        if patch_size is not None and (not isinstance(patch_size, int) or patch_size < 1):
+            raise ConfigError(f"data.patch_size={patch_size!r}: must be a positive integer, or null for whole images")
+        if batch_size > 1 and not patch_size:
+            raise ConfigError("data.batch_size > 1 needs data.patch_size: whole images of different sizes cannot be batched")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"data.num_workers={num_workers!r}: must be an integer >= 0")
+        self.save_hyperparameters(logger=False)
+        self.train_set: ExposurePairDataset | None = None
+        self.val_set: PairedImageDataset | None = None
+        self.test_set: PairedImageDataset | None = None
+
+    def prepare_data(self) -> None:
+        if self.hparams.demo_root:
+            build_demo(self.hparams.demo_root)
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if stage in ("fit", None) and self.train_set is None:
+            if not hp.train_dir:
+                raise ConfigError("data.train_dir is not set: give the folder of training scenes")
+            scenes = discover_scenes(hp.train_dir, hp.patch_size, key="data.train_dir")
+            self.train_set = ExposurePairDataset(scenes, hp.patch_size, hp.augment, hp.repeats, hp.cache)
+        if stage in ("fit", "validate", None) and self.val_set is None and hp.val_dir:
+            self.val_set = self._paired(hp.val_dir, "data.val_dir", hp.val_limit)
+        if stage in ("test", "predict") and self.test_set is None:
+            folder, key = (hp.test_dir, "data.test_dir") if hp.test_dir else (hp.val_dir, "data.val_dir")
+            if not folder:
+                raise ConfigError("data.test_dir is not set: give a folder with low/ and high/ sub-folders")
+            self.test_set = self._paired(folder, key, hp.test_limit)
+
+    def _paired(self, folder: str, key: str, limit: int | None) -> PairedImageDataset:
+        pairs = discover_pairs(Path(folder), self.hparams.pairing, key=key)
+        if limit is not None:
+            if not isinstance(limit, int) or limit < 1:
+                raise ConfigError(f"{key.replace('_dir', '_limit')}={limit!r}: must be a positive integer or null")
+            pairs = pairs[:limit]
+        dataset = PairedImageDataset(pairs)
+        dataset.check_readable()
+        return dataset
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, 1, shuffle=False) if self.val_set is not None else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, 1, shuffle=False)

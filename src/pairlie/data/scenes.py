@@ -1,0 +1,108 @@
+"""Find and check training scenes and low/high test pairs before any training starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pairlie.errors import ConfigError, DataError
+from pairlie.images import image_size, list_images
+
+PAIRINGS = ("auto", "name", "sice")
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One static scene: two or more exposures of the same view, all of one size."""
+
+    name: str
+    paths: tuple[Path, ...]
+    size: tuple[int, int]  # (width, height)
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that puts ``9`` before ``10`` and ``2_1`` before ``10_1``."""
+    parts: list[tuple[int, int | str]] = []
+    token = ""
+    for ch in name + "\0":
+        if token and (ch.isdigit() != token[-1].isdigit() or ch == "\0"):
+            parts.append((0, int(token)) if token.isdigit() else (1, token))
+            token = ""
+        if ch != "\0":
+            token += ch
+    return tuple(parts)
+
+
+def _require_folder(path: Path, key: str, what: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{key}={path}: folder does not exist; point {key} at {what}")
+    return path
+
+
+def discover_scenes(root: str | Path, patch_size: int | None, key: str = "data.train_dir") -> list[Scene]:
+    """Every scene sub-folder of ``root``, checked: ≥ 2 images, one size per scene, not smaller than the crop."""
+    root = _require_folder(Path(root), key, "a folder holding one sub-folder of exposures per scene")
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+    if not folders:
+        raise DataError(f"{key}={root}: no scene sub-folders; put each scene's exposures in a folder of its own")
+    scenes = []
+    for folder in folders:
+        paths = list_images(folder)
+        if len(paths) < 2:
+            raise DataError(
+                f"{folder}: scene has {len(paths)} image(s); each scene needs at least two exposures "
+                "of the same view (png/jpg/jpeg/bmp/tif); add one or remove the folder"
+            )
+        sizes = [image_size(p) for p in paths]
+        for path, size in zip(paths[1:], sizes[1:]):
+            if size != sizes[0]:
+                raise DataError(
+                    f"{folder}: exposures differ in size ({paths[0].name} is {sizes[0][0]}x{sizes[0][1]}, "
+                    f"{path.name} is {size[0]}x{size[1]}); exposures of one scene must be aligned and equally sized"
+                )
+        if patch_size and min(sizes[0]) < patch_size:
+            raise DataError(
+                f"{paths[0]}: image is {sizes[0][0]}x{sizes[0][1]}, smaller than data.patch_size={patch_size}; "
+                "lower data.patch_size or remove the scene"
+            )
+        scenes.append(Scene(folder.name, tuple(paths), sizes[0]))
+    return scenes
+
+
+def discover_pairs(root: str | Path, pairing: str = "auto", key: str = "data.val_dir") -> list[tuple[Path, Path]]:
+    """``(low, high)`` paths from ``root/low`` and ``root/high``.
+
+    ``pairing``: ``name`` pairs equal file names; ``sice`` pairs ``low/<seq>_<k>.ext`` with
+    ``high/<seq>.ext`` (any image extension); ``auto`` tries the equal name, then the SICE rule.
+    """
+    if pairing not in PAIRINGS:
+        raise ConfigError(f"data.pairing={pairing!r}: must be one of {', '.join(PAIRINGS)}")
+    root = _require_folder(Path(root), key, "a folder with low/ and high/ sub-folders")
+    low_dir, high_dir = root / "low", root / "high"
+    for sub in (low_dir, high_dir):
+        if not sub.is_dir():
+            raise DataError(f"{key}={root}: missing sub-folder {sub.name}/; a test folder holds low/ and high/")
+    lows = list_images(low_dir)
+    if not lows:
+        raise DataError(f"{low_dir}: no images (png/jpg/jpeg/bmp/tif); add the low-light inputs")
+    highs = list_images(high_dir)
+    by_name = {p.name: p for p in highs}
+    by_stem: dict[str, Path] = {}
+    for p in highs:
+        by_stem.setdefault(p.stem, p)
+    pairs = []
+    for low in sorted(lows, key=lambda p: natural_key(p.name)):
+        high = None
+        if pairing in ("auto", "name"):
+            high = by_name.get(low.name)
+        if high is None and pairing in ("auto", "sice"):
+            high = by_stem.get(low.stem.split("_")[0])
+        if high is None:
+            wanted = low.name if pairing == "name" else f"{low.name} or {low.stem.split('_')[0]}.<ext>"
+            raise DataError(
+                f"{low}: no partner in {high_dir} (looked for {wanted}); add it, remove the low image, "
+                f"or set data.pairing to one of {', '.join(PAIRINGS)}"
+            )
+        pairs.append((low, high))
+    return pairs
