@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -81,6 +82,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not loggers:  # Lightning refuses a learning-rate monitor with nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if isinstance(trainer.accelerator, CPUAccelerator) and "bf16" in str(trainer.precision):
+        log.warning(
+            "trainer.precision=%s on a CPU: without native bf16 this runs ~50x slower than 32-true", trainer.precision
+        )
+    if trainer.world_size > 1:
+        global_batch = cfg.data.batch_size * trainer.world_size
+        log.info(
+            "%d processes: global batch %d, learning rate %g", trainer.world_size, global_batch, cfg.model.optimizer.lr
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     log.info("run folder: %s", output_dir)

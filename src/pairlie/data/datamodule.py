@@ -47,7 +47,9 @@ class PairLIEDataModule(L.LightningDataModule):
         if patch_size is not None and (not isinstance(patch_size, int) or patch_size < 1):
             raise ConfigError(f"data.patch_size={patch_size!r}: must be a positive integer, or null for whole images")
         if batch_size > 1 and not patch_size:
-            raise ConfigError("data.batch_size > 1 needs data.patch_size: whole images of different sizes cannot be batched")
+            raise ConfigError(
+                "data.batch_size > 1 needs data.patch_size: whole images of different sizes cannot be batched"
+            )
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ConfigError(f"data.num_workers={num_workers!r}: must be an integer >= 0")
         self.save_hyperparameters(logger=False)

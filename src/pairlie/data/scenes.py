@@ -43,7 +43,9 @@ def _require_folder(path: Path, key: str, what: str) -> Path:
 def discover_scenes(root: str | Path, patch_size: int | None, key: str = "data.train_dir") -> list[Scene]:
     """Every scene sub-folder of ``root``, checked: ≥ 2 images, one size per scene, not smaller than the crop."""
     root = _require_folder(Path(root), key, "a folder holding one sub-folder of exposures per scene")
-    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+    folders = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: natural_key(p.name)
+    )
     if not folders:
         raise DataError(f"{key}={root}: no scene sub-folders; put each scene's exposures in a folder of its own")
     scenes = []
@@ -55,7 +57,7 @@ def discover_scenes(root: str | Path, patch_size: int | None, key: str = "data.t
                 "of the same view (png/jpg/jpeg/bmp/tif); add one or remove the folder"
             )
         sizes = [image_size(p) for p in paths]
-        for path, size in zip(paths[1:], sizes[1:]):
+        for path, size in zip(paths[1:], sizes[1:], strict=True):
             if size != sizes[0]:
                 raise DataError(
                     f"{folder}: exposures differ in size ({paths[0].name} is {sizes[0][0]}x{sizes[0][1]}, "
