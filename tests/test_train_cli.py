@@ -16,7 +16,7 @@ from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from conftest import REPO, SHARED_DATA, needs_shared
+from conftest import REPO, SHARED_DATA, make_paired_tree, needs_shared
 from pairlie.checkpoints import load_net
 from pairlie.cli.train import train
 
@@ -252,3 +252,33 @@ def test_sice_experiment_runs_on_the_real_scenes(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "validation (2 images)" in result.stdout
+
+
+@pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
+def test_two_process_cpu_ddp_scores_every_image_once(tmp_path, scene_tree):
+    """gloo DDP on 2 CPU processes: 3 validation images split 2 + 1, the mean equal to one process's."""
+    val = make_paired_tree(tmp_path / "val3", names=("a.png", "b.png", "c.png"))
+    results = {}
+    for devices in (1, 2):
+        run = tmp_path / f"run{devices}"
+        result = _cli(
+            [
+                *TINY,
+                "model.optimizer.lr=1e-12",
+                f"data.train_dir={scene_tree}",
+                f"data.val_dir={val}",
+                "data.val_limit=null",
+                "data.demo_root=null",
+                f"trainer.devices={devices}",
+                "trainer.strategy=ddp",
+                f"hydra.run.dir={run}",
+            ],
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.count("validation (3 images)") == 1  # printed by rank 0 only
+        results[devices] = json.loads((run / "val_metrics.json").read_text())
+    if_padded = "a DistributedSampler would have scored one image twice"
+    assert results[2]["val/input_psnr"] == pytest.approx(results[1]["val/input_psnr"], abs=1e-5), if_padded
+    assert results[2]["val/psnr"] == pytest.approx(results[1]["val/psnr"], abs=1e-4)
+    assert (tmp_path / "run2" / "checkpoints" / "last.ckpt").is_file()

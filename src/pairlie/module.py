@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from pairlie.errors import ConfigError, PairLIEError
 from pairlie.losses import LossWeights, pairlie_losses
@@ -75,6 +76,7 @@ class PairLIEModule(L.LightningModule):
             logger=False,  # logged with the validation metrics in on_fit_start, for TensorBoard's HParams tab
         )
         self.net = PairLIENet(width)
+        self.val_means = torch.nn.ModuleDict({k: MeanMetric() for k in ("psnr", "ssim", "input_psnr", "input_ssim")})
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
 
@@ -160,12 +162,12 @@ class PairLIEModule(L.LightningModule):
             ref = high[i].cpu().numpy()
             psnr, ssim = paper_scores(enhanced[i], ref)
             input_psnr, input_ssim = paper_scores(low[i], ref)
-            self.log("val/psnr", psnr, batch_size=1, sync_dist=True, prog_bar=True)
-            self.log_dict(
-                {"val/ssim": ssim, "val/input_psnr": input_psnr, "val/input_ssim": input_ssim},
-                batch_size=1,
-                sync_dist=True,
-            )
+            for key, value in (("psnr", psnr), ("ssim", ssim), ("input_psnr", input_psnr), ("input_ssim", input_ssim)):
+                self.val_means[key].update(value)
+        # MeanMetric keeps (sum, count) and syncs them across ranks: the mean of all images, even when
+        # ranks hold different numbers of them.
+        for key, metric in self.val_means.items():
+            self.log(f"val/{key}", metric, batch_size=low.shape[0], prog_bar=key == "psnr")
         if batch_idx < self.hparams.log_images:
             self._log_grid(batch["name"][0], low[0], illumination[0], reflectance[0], denoised[0], enhanced[0])
 

@@ -102,14 +102,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if trainer.is_global_zero:
         write_atomic(output_dir / RESULT_FILE, json.dumps(metrics, indent=2) + "\n")
-    if "val/psnr" in metrics:
+    if "val/psnr" in metrics and trainer.is_global_zero:
         print(
             f"validation ({len(datamodule.val_set)} images): "
             f"input {metrics['val/input_psnr']:.2f} dB / SSIM {metrics['val/input_ssim']:.4f}  ->  "
             f"enhanced {metrics['val/psnr']:.2f} dB / SSIM {metrics['val/ssim']:.4f}"
         )
     checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and (checkpoint.best_model_path or checkpoint.last_model_path):
+    if trainer.is_global_zero and checkpoint is not None and (checkpoint.best_model_path or checkpoint.last_model_path):
         print(f"checkpoint: {checkpoint.best_model_path or checkpoint.last_model_path}")
     return metrics
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from pairlie.data.datasets import ExposurePairDataset, PairedImageDataset
 from pairlie.data.demo import build_demo
@@ -86,12 +86,24 @@ class PairLIEDataModule(L.LightningDataModule):
         dataset.check_readable()
         return dataset
 
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers
+        rank, world = self._rank_and_world()
+        sampler = None
+        if world > 1 and shuffle:
+            sampler, shuffle = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True), False
+        elif world > 1:
+            # Every image on exactly one rank: DistributedSampler would pad with repeats and bias the mean.
+            sampler = list(range(rank, len(dataset), world))
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=workers > 0,
