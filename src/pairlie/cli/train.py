@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -40,6 +41,10 @@ def resolve_resume(cfg: DictConfig, output_dir: Path) -> Path | None:
         if not path.is_file():
             raise ConfigError(f"ckpt_path={path}: no such file; give a pairlie .ckpt to resume, or ckpt_path=last")
         return path
+    last = ckpt_dir / "last.ckpt"
+    if last.is_file() and (cfg.get("auto_resume") or os.environ.get("SLURM_RESTART_COUNT")):
+        log.info("auto_resume: continuing from %s", last)
+        return last
     if ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")) and not cfg.get("overwrite"):
         raise ConfigError(
             f"hydra.run.dir={output_dir}: already holds a run's checkpoints; resume it with ckpt_path=last, "

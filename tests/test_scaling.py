@@ -1,0 +1,105 @@
+"""Cluster and sweep plumbing: submitit launcher, SLURM preset, Optuna search, auto-resume."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_module
+
+from test_reliability import TRAIN, _train_cmd, _wait_for
+
+has_submitit = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+has_optuna = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+needs_train = pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
+TINY = ["debug=quick", "model.width=4", "logger=none", "callbacks.rich_progress_bar=null", "data.demo_root=null"]
+
+
+def sweep(tmp_path, scene_tree, paired_tree, *args):
+    return subprocess.run(
+        [
+            TRAIN,
+            "-m",
+            *args,
+            *TINY,
+            f"data.train_dir={scene_tree}",
+            f"data.val_dir={paired_tree}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@needs_train
+@pytest.mark.skipif(not has_submitit, reason='needs pip install "pairlie[sweep]" (hydra-submitit-launcher)')
+def test_submitit_local_launcher_runs_one_job_per_point(tmp_path, scene_tree, paired_tree):
+    result = sweep(tmp_path, scene_tree, paired_tree, "hydra/launcher=submitit_local", "model.loss.fidelity=100,500")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert sorted(r["swept"] for r in summary) == ["model.loss.fidelity=100", "model.loss.fidelity=500"]
+    assert all(isinstance(r["val/psnr"], float) for r in summary)
+
+
+@needs_train
+@pytest.mark.skipif(not has_optuna, reason='needs pip install "pairlie[sweep]" (hydra-optuna-sweeper)')
+def test_optuna_search_over_loss_weights_writes_the_best_parameters(tmp_path, scene_tree, paired_tree):
+    result = sweep(tmp_path, scene_tree, paired_tree, "hparams_search=loss_weights", "hydra.sweeper.n_trials=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {
+        "model.loss.consistency",
+        "model.loss.retinex",
+        "model.loss.fidelity",
+        "model.gamma",
+    }
+    assert 50 <= best["best_params"]["model.loss.fidelity"] <= 5000
+    runs = [json.loads((tmp_path / "sweep" / j / "val_metrics.json").read_text())["val/psnr"] for j in ("0", "1")]
+    assert best["best_value"] == pytest.approx(max(runs))
+
+
+@pytest.mark.skipif(not has_submitit, reason='needs pip install "pairlie[sweep]" (hydra-submitit-launcher)')
+def test_slurm_preset_takes_its_resources_from_the_environment(monkeypatch):
+    monkeypatch.setenv("PAIRLIE_SLURM_PARTITION", "gpu")
+    monkeypatch.setenv("PAIRLIE_SLURM_GPUS_PER_NODE", "4")
+    monkeypatch.setenv("PAIRLIE_SLURM_ACCOUNT", "lab")
+    with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.account, launcher.gpus_per_node, launcher.tasks_per_node) == (
+        "gpu",
+        "lab",
+        4,
+        4,
+    )
+    assert launcher.nodes == 1 and launcher.max_num_timeout > 0
+    assert cfg.trainer.strategy == "ddp"
+
+
+@needs_train
+def test_auto_resume_continues_a_killed_run_in_its_folder(tmp_path, scene_tree, paired_tree):
+    run = tmp_path / "run"
+    cmd = _train_cmd(tmp_path, scene_tree, paired_tree, run, "auto_resume=true")
+    proc = subprocess.Popen(
+        [*cmd, "trainer.max_epochs=1000"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    _wait_for(last, proc)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = torch.load(last, weights_only=False)["global_step"]
+    again = subprocess.run(
+        [*cmd, f"trainer.max_steps={killed_at + 2}"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "auto_resume: continuing from" in (run / "train.log").read_text()
+    assert torch.load(last, weights_only=False)["global_step"] == killed_at + 2
