@@ -67,7 +67,7 @@ def test_training_writes_checkpoints_logs_and_config(tiny_cfg, tmp_path):
     scalars = set(accumulator.Tags()["scalars"])
     assert {"train/loss", "train/consistency", "train/retinex", "train/fidelity", "lr-Adam"} <= scalars
     assert {"val/psnr", "val/ssim", "val/input_psnr", "val/input_ssim"} <= scalars
-    assert {"hp/val_psnr", "hp/val_ssim"} <= scalars
+    assert {"hp/val_psnr", "hp/val_ssim", "train/samples", "train/time"} <= scalars  # throughput monitor
     hparams = accumulator.PluginTagToContent("hparams")
     session = HParamsPluginData.FromString(hparams["_hparams_/session_start_info"]).session_start_info
     assert {"gamma", "loss/fidelity", "loss/consistency", "loss/retinex", "lr", "batch_size"} <= set(session.hparams)
@@ -78,6 +78,14 @@ def test_training_writes_checkpoints_logs_and_config(tiny_cfg, tmp_path):
     assert "fidelity: 500.0" in (run / "config.yaml").read_text()
     net, hparams = load_net(run / "checkpoints" / "last.ckpt")
     assert net.width == 4 and hparams["gamma"] == 0.2
+
+
+def test_scale_lr_multiplies_by_the_global_batch(tiny_cfg):
+    cfg = tiny_cfg("scale_lr=true", "data.batch_size=3", "logger=none", "trainer.max_steps=1")
+    run_train(cfg)
+    saved = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["hyper_parameters"]["optimizer"]["lr"] == pytest.approx(3e-4)
+    assert saved["optimizer_states"][0]["param_groups"][0]["initial_lr"] == pytest.approx(3e-4)
 
 
 def test_resume_continues_from_the_saved_global_step(tiny_cfg, tmp_path):

@@ -31,3 +31,8 @@ class SaveOnInterrupt(L.Callback):
                 f"resume with: pairlie-train hydra.run.dir={run_dir} ckpt_path=last (and the same overrides)",
                 flush=True,
             )
+
+
+def pairs_in_batch(batch) -> int:
+    """Samples in a batch for Lightning's ThroughputMonitor: exposure pairs in training, images in validation."""
+    return int(batch["low"].shape[0] if isinstance(batch, dict) else batch[0].shape[0])

@@ -101,6 +101,10 @@ class PairLIEModule(L.LightningModule):
             params.update(batch_size=data.batch_size, global_batch=data.batch_size * world, patch_size=data.patch_size)
         logger.log_hyperparams(params, metrics={HP_PSNR: float("nan"), HP_SSIM: float("nan")})
 
+    def on_train_epoch_end(self) -> None:
+        if self.device.type == "cuda":
+            self.log("perf/gpu_max_memory_gb", torch.cuda.max_memory_allocated(self.device) / 2**30)
+
     def on_validation_end(self) -> None:
         metrics = self.trainer.callback_metrics
         if self.trainer.sanity_checking or "val/psnr" not in metrics or self.logger is None:

@@ -91,10 +91,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.warning(
             "trainer.precision=%s on a CPU: without native bf16 this runs ~50x slower than 32-true", trainer.precision
         )
-    if trainer.world_size > 1:
-        global_batch = cfg.data.batch_size * trainer.world_size
+    global_batch = cfg.data.batch_size * trainer.world_size
+    if cfg.get("scale_lr"):
+        # linear scaling rule, relative to the published batch of 1
+        model.hparams.optimizer["lr"] = cfg.model.optimizer.lr * global_batch
+    if trainer.world_size > 1 or cfg.get("scale_lr"):
         log.info(
-            "%d processes: global batch %d, learning rate %g", trainer.world_size, global_batch, cfg.model.optimizer.lr
+            "%d process(es): global batch %d, learning rate %g%s",
+            trainer.world_size,
+            global_batch,
+            model.hparams.optimizer["lr"],
+            " (scale_lr)" if cfg.get("scale_lr") else "",
         )
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
