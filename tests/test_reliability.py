@@ -129,7 +129,15 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(tmp_path, sc
     assert f"pairlie-train hydra.run.dir={run} ckpt_path=last" in out
     assert saved >= first
     resumed = subprocess.run(
-        _train_cmd(tmp_path, scene_tree, paired_tree, run, f"trainer.max_steps={saved + 3}", "ckpt_path=last"),
+        _train_cmd(
+            tmp_path,
+            scene_tree,
+            paired_tree,
+            run,
+            "trainer.max_epochs=1000",
+            f"trainer.max_steps={saved + 3}",
+            "ckpt_path=last",
+        ),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -157,7 +165,15 @@ def test_sigkill_leaves_a_loadable_checkpoint_to_resume_from(tmp_path, scene_tre
     assert not list((run / "checkpoints").glob("*.tmp*"))
     step = _step(last)  # loads: never half-written
     resumed = subprocess.run(
-        _train_cmd(tmp_path, scene_tree, paired_tree, run, f"trainer.max_steps={step + 2}", "ckpt_path=last"),
+        _train_cmd(
+            tmp_path,
+            scene_tree,
+            paired_tree,
+            run,
+            "trainer.max_epochs=1000",
+            f"trainer.max_steps={step + 2}",
+            "ckpt_path=last",
+        ),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -177,6 +193,14 @@ def test_a_second_run_into_the_same_folder_refuses(tmp_path, scene_tree, paired_
     assert again.returncode == 2 and "already holds a run's checkpoints" in again.stderr
     assert "ckpt_path=last" in again.stderr and "Traceback" not in again.stderr
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == kept
+    past = subprocess.run(
+        _train_cmd(tmp_path, scene_tree, paired_tree, run, "trainer.max_steps=1", "ckpt_path=last", "data.repeats=1"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert past.returncode == 2 and "already past trainer.max_epochs" in past.stderr and "Traceback" not in past.stderr
     missing = subprocess.run(
         _train_cmd(tmp_path, scene_tree, paired_tree, tmp_path / "other", "ckpt_path=last"),
         cwd=tmp_path,

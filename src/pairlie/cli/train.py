@@ -9,6 +9,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -53,6 +54,21 @@ def resolve_resume(cfg: DictConfig, output_dir: Path) -> Path | None:
     return None
 
 
+def check_resumable(path: Path, cfg: DictConfig) -> None:
+    """Say in one line when a checkpoint is already past this run's end (Lightning would raise deep inside fit)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({type(exc).__name__})") from None
+    epoch, step = saved.get("epoch", 0), saved.get("global_step", 0)
+    max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
+    if (max_epochs is not None and max_epochs >= 0 and epoch >= max_epochs) or (max_steps and 0 < max_steps <= step):
+        raise ConfigError(
+            f"ckpt_path={path}: the checkpoint is at epoch {epoch}, step {step}, already past trainer.max_epochs="
+            f"{max_epochs} / trainer.max_steps={max_steps}; resume with the original run's overrides or raise them"
+        )
+
+
 def check_writable(folder: Path) -> None:
     """Fail before training, not at the first checkpoint, when the run folder cannot be written."""
     try:
@@ -71,6 +87,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     check_writable(output_dir)
     resume = resolve_resume(cfg, output_dir)
+    if resume is not None:
+        check_resumable(resume, cfg)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     # Check and load every file now, so bad data stops the run before the trainer starts.
