@@ -219,3 +219,30 @@ def test_a_second_test_run_into_the_same_folder_refuses(tmp_path, tiny_ckpt, pai
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "earlier test run" in again.stderr and "overwrite=true" in again.stderr
     assert (tmp_path / "out" / "metrics.json").read_text() == kept
+
+
+def test_disk_full_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(tiny_cfg, monkeypatch, capsys):
+    import errno
+
+    import fsspec.implementations.local as local
+
+    from pairlie.cli.common import run_reporting_errors
+    from test_train_cli import run_train
+
+    cfg = tiny_cfg("trainer.max_epochs=3", "logger=none")
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    real_write = local.LocalFileOpener.write
+
+    def write(self, data):  # the disk fills up once the first epoch's checkpoints are down
+        if last.exists():
+            raise OSError(errno.ENOSPC, "No space left on device", str(last))
+        return real_write(self, data)
+
+    monkeypatch.setattr(local.LocalFileOpener, "write", write)
+    with pytest.raises(SystemExit) as exit_info:
+        run_reporting_errors(run_train, cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: cannot write" in err and "No space left on device" in err and f"{last} is intact" in err
+    assert _step(last) == 3  # the first epoch's checkpoint, whole
+    assert not [p for p in last.parent.iterdir() if p.name not in ("last.ckpt",) and not p.name.startswith("epoch000")]

@@ -80,6 +80,14 @@ def test_training_writes_checkpoints_logs_and_config(tiny_cfg, tmp_path):
     assert net.width == 4 and hparams["gamma"] == 0.2
 
 
+def test_last_checkpoint_follows_every_epoch_even_without_a_new_best(tiny_cfg):
+    cfg = tiny_cfg("trainer.max_epochs=3", "model.optimizer.lr=1e-12", "logger=none")  # val PSNR cannot improve
+    run_train(cfg)
+    ckpts = Path(cfg.paths.output_dir) / "checkpoints"
+    assert [p.name for p in ckpts.glob("epoch*.ckpt")] == [next(ckpts.glob("epoch*.ckpt")).name]
+    assert torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"] == 9
+
+
 def test_scale_lr_multiplies_by_the_global_batch(tiny_cfg):
     cfg = tiny_cfg("scale_lr=true", "data.batch_size=3", "logger=none", "trainer.max_steps=1")
     run_train(cfg)

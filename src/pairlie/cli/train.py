@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -24,6 +25,10 @@ from pairlie.sweep import RESULT_FILE
 def instantiate_group(group: DictConfig | None) -> list:
     """Every entry of a callbacks/logger group that names a ``_target_``."""
     return [instantiate(c) for c in (group or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+# a full disk, a quota, a read-only or forbidden folder: the user's to fix, not a bug
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def resolve_resume(cfg: DictConfig, output_dir: Path) -> Path | None:
@@ -94,11 +99,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Check and load every file now, so bad data stops the run before the trainer starts.
     datamodule.prepare_data()
     datamodule.setup("fit")
-    if datamodule.val_set is None and cfg.get("callbacks") and "model_checkpoint" in cfg.callbacks:
-        log.warning("data.val_dir is not set: no validation; keeping only the last checkpoint")
+    if datamodule.val_set is None and cfg.get("callbacks") and cfg.callbacks.get("model_checkpoint"):
+        log.warning("data.val_dir is not set: no validation, no best checkpoint; keeping last.ckpt")
         with open_dict(cfg):
-            cfg.callbacks.model_checkpoint.monitor = None
-            cfg.callbacks.model_checkpoint.filename = "epoch{epoch:03d}"
+            cfg.callbacks.model_checkpoint = None
 
     loggers = instantiate_group(cfg.get("logger"))
     callbacks = instantiate_group(cfg.get("callbacks"))
@@ -124,7 +128,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     log.info("run folder: %s", output_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        last = output_dir / "checkpoints" / "last.ckpt"
+        kept = f"; the previous checkpoint {last} is intact" if last.is_file() else ""
+        raise ConfigError(
+            f"cannot write {exc.filename or output_dir}: {exc.strerror}{kept}; free space (or choose another "
+            "hydra.run.dir) and resume with ckpt_path=last"
+        ) from None
 
     if datamodule.val_set is not None and "val/psnr" not in trainer.callback_metrics:
         # stopped by max_steps before an epoch ended: score the final weights anyway
