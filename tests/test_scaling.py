@@ -103,3 +103,43 @@ def test_auto_resume_continues_a_killed_run_in_its_folder(tmp_path, scene_tree, 
     assert again.returncode == 0, again.stderr[-2000:]
     assert "auto_resume: continuing from" in (run / "train.log").read_text()
     assert torch.load(last, weights_only=False)["global_step"] == killed_at + 2
+
+
+@needs_train
+def test_ddp_spawn_inside_a_local_multirun_runs_each_point_once(tmp_path, scene_tree, paired_tree):
+    result = sweep(
+        tmp_path,
+        scene_tree,
+        paired_tree,
+        "model.loss.fidelity=100,500",
+        "trainer.devices=2",
+        "trainer.strategy=ddp_spawn",
+        "trainer.accelerator=cpu",
+        "data.val_limit=null",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["0", "1"]
+    assert (result.stdout + result.stderr).count("Launching 2 jobs locally") == 1  # the sweep was not re-launched
+    assert result.stdout.count("validation (") == 2
+
+
+@needs_train
+def test_fewer_validation_images_than_processes_is_one_line(tmp_path, scene_tree, paired_tree):
+    result = subprocess.run(
+        [
+            TRAIN,
+            *TINY,
+            f"data.train_dir={scene_tree}",
+            f"data.val_dir={paired_tree}",
+            "trainer.devices=2",
+            "trainer.strategy=ddp_spawn",
+            "trainer.accelerator=cpu",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "1 validation image(s) for 2 processes" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -113,6 +113,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.warning(
             "trainer.precision=%s on a CPU: without native bf16 this runs ~50x slower than 32-true", trainer.precision
         )
+    if datamodule.val_set is not None and len(datamodule.val_set) < trainer.world_size:
+        raise ConfigError(
+            f"data.val_dir has {len(datamodule.val_set)} validation image(s) for {trainer.world_size} processes; "
+            "each process scores at least one: raise data.val_limit or use fewer trainer.devices"
+        )
     global_batch = cfg.data.batch_size * trainer.world_size
     if cfg.get("scale_lr"):
         # linear scaling rule, relative to the published batch of 1
