@@ -64,8 +64,8 @@ def timed(fn, device, repeats: int, warmup: int = 1) -> float:
 def reference_pair(scene_paths, patch: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The published data path: decode two full images from disk, crop the same window."""
     first, second = rng.choice(len(scene_paths), 2, replace=False)
-    im1 = torch.from_numpy(np.asarray(Image.open(scene_paths[first]).convert("RGB"))).permute(2, 0, 1).float() / 255
-    im2 = torch.from_numpy(np.asarray(Image.open(scene_paths[second]).convert("RGB"))).permute(2, 0, 1).float() / 255
+    im1 = torch.from_numpy(np.array(Image.open(scene_paths[first]).convert("RGB"))).permute(2, 0, 1).float() / 255
+    im2 = torch.from_numpy(np.array(Image.open(scene_paths[second]).convert("RGB"))).permute(2, 0, 1).float() / 255
     top = rng.integers(0, im1.shape[1] - patch + 1)
     left = rng.integers(0, im1.shape[2] - patch + 1)
     return (im1[:, top : top + patch, left : left + patch][None], im2[:, top : top + patch, left : left + patch][None])
