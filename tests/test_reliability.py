@@ -106,10 +106,8 @@ def _step(ckpt: Path) -> int:
     return torch.load(ckpt, weights_only=False)["global_step"]
 
 
-@pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(tmp_path, scene_tree, paired_tree, sig):
-    run = tmp_path / "run"
+def _start_long_run(tmp_path, scene_tree, paired_tree, run) -> tuple[subprocess.Popen, Path]:
+    """A training run of 1000 epochs, returned once its first last.ckpt is on disk."""
     proc = subprocess.Popen(
         _train_cmd(tmp_path, scene_tree, paired_tree, run, "trainer.max_epochs=1000"),
         cwd=tmp_path,
@@ -119,6 +117,36 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(tmp_path, sc
     )
     last = run / "checkpoints" / "last.ckpt"
     _wait_for(last, proc)
+    return proc, last
+
+
+def _resume_for(tmp_path, scene_tree, paired_tree, run, steps: int) -> int:
+    """Resume ``run`` with ``ckpt_path=last`` for ``steps`` more steps; returns the final global step."""
+    start = _step(run / "checkpoints" / "last.ckpt")
+    resumed = subprocess.run(
+        _train_cmd(
+            tmp_path,
+            scene_tree,
+            paired_tree,
+            run,
+            "trainer.max_epochs=1000",
+            f"trainer.max_steps={start + steps}",
+            "ckpt_path=last",
+        ),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    return _step(run / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(tmp_path, scene_tree, paired_tree, sig):
+    run = tmp_path / "run"
+    proc, last = _start_long_run(tmp_path, scene_tree, paired_tree, run)
     first = _step(last)
     time.sleep(2.0)
     proc.send_signal(sig)
@@ -128,59 +156,19 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(tmp_path, sc
     assert f"interrupted by {kind} at step {saved}: saved {last}" in out  # written at the interruption
     assert f"pairlie-train hydra.run.dir={run} ckpt_path=last" in out
     assert saved >= first
-    resumed = subprocess.run(
-        _train_cmd(
-            tmp_path,
-            scene_tree,
-            paired_tree,
-            run,
-            "trainer.max_epochs=1000",
-            f"trainer.max_steps={saved + 3}",
-            "ckpt_path=last",
-        ),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert _step(last) == saved + 3
+    assert _resume_for(tmp_path, scene_tree, paired_tree, run, 3) == saved + 3
 
 
 @pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
 def test_sigkill_leaves_a_loadable_checkpoint_to_resume_from(tmp_path, scene_tree, paired_tree):
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        _train_cmd(tmp_path, scene_tree, paired_tree, run, "trainer.max_epochs=1000"),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    last = run / "checkpoints" / "last.ckpt"
-    _wait_for(last, proc)
+    proc, last = _start_long_run(tmp_path, scene_tree, paired_tree, run)
     time.sleep(1.5)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not list((run / "checkpoints").glob("*.tmp*"))
     step = _step(last)  # loads: never half-written
-    resumed = subprocess.run(
-        _train_cmd(
-            tmp_path,
-            scene_tree,
-            paired_tree,
-            run,
-            "trainer.max_epochs=1000",
-            f"trainer.max_steps={step + 2}",
-            "ckpt_path=last",
-        ),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert _step(last) == step + 2
+    assert _resume_for(tmp_path, scene_tree, paired_tree, run, 2) == step + 2
 
 
 @pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")

@@ -12,7 +12,7 @@ import numpy as np
 from rich.progress import track
 
 from pairlie.files import write_atomic
-from pairlie.images import quantize, read_rgb, save_image, to_tensor
+from pairlie.images import quantize, read_rgb, save_image, to_tensor, to_uint8
 from pairlie.inference import Enhancer
 from pairlie.metrics import PROTOCOL, paper_scores, psnr, ssim, to_reference_grid
 
@@ -36,11 +36,6 @@ class TestResult:
         return float(np.mean(values)) if values else None
 
 
-def _reference_uint8(path: Path) -> np.ndarray:
-    rgb = read_rgb(path)[0]
-    return rgb if rgb.dtype == np.uint8 else (rgb.astype(np.float64) / 257.0).round().astype(np.uint8)
-
-
 def evaluate(
     enhancer: Enhancer,
     pairs: list[tuple[Path, Path]],
@@ -61,7 +56,7 @@ def evaluate(
     result = TestResult()
     for low_path, high_path in track(pairs, description="scoring", transient=True):
         low = to_tensor(read_rgb(low_path)[0])
-        ref = _reference_uint8(high_path)
+        ref = to_uint8(read_rgb(high_path)[0])
         out = enhancer.decompose(low)
         enhanced = out.enhanced[0]
         if out_dir is not None and (save_images or score_saved):

@@ -67,6 +67,13 @@ def read_rgb(path: str | Path, keep_alpha: bool = False) -> tuple[np.ndarray, np
     return rgb, alpha
 
 
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """8-bit version of an image array (16-bit values rounded to the nearest of 256 levels)."""
+    if rgb.dtype == np.uint16:
+        return (rgb.astype(np.float64) / 257.0).round().astype(np.uint8)
+    return rgb
+
+
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """H×W×3 uint8/uint16 array to a 3×H×W float32 tensor in [0, 1]."""
     scale = 65535.0 if rgb.dtype == np.uint16 else 255.0

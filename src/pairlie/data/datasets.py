@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from pairlie.data.scenes import Scene
 from pairlie.errors import DataError
-from pairlie.images import read_rgb, to_tensor
-
-
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    if rgb.dtype == np.uint16:
-        return (rgb.astype(np.float64) / 257.0).round().astype(np.uint8)
-    return rgb
+from pairlie.images import read_rgb, to_tensor, to_uint8
 
 
 class ExposurePairDataset(Dataset):
@@ -52,7 +45,7 @@ class ExposurePairDataset(Dataset):
 
     @staticmethod
     def _decode(path: Path) -> torch.Tensor:
-        return torch.from_numpy(_to_uint8(read_rgb(path)[0])).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(to_uint8(read_rgb(path)[0])).permute(2, 0, 1).contiguous()
 
     def _image(self, path: Path) -> torch.Tensor:
         image = self.cache.get(path)
@@ -101,7 +94,7 @@ class PairedImageDataset(Dataset):
         low, high = self.pairs[index]
         return {
             "low": to_tensor(read_rgb(low)[0]),
-            "high": torch.from_numpy(_to_uint8(read_rgb(high)[0])),
+            "high": torch.from_numpy(to_uint8(read_rgb(high)[0])),
             "name": low.name,
         }
 
