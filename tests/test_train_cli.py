@@ -121,14 +121,17 @@ def _cli(args, cwd, env=None):
 TINY = ["debug=quick", "model.width=4", "callbacks.rich_progress_bar=null", "logger=none"]
 
 
+def data_args(scene_tree, paired_tree) -> list[str]:
+    """The synthetic training and validation folders, and no demo set."""
+    return [f"data.train_dir={scene_tree}", f"data.val_dir={paired_tree}", "data.demo_root=null"]
+
+
 @pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
 def test_console_script_trains_from_another_folder(tmp_path, scene_tree, paired_tree):
     result = _cli(
         [
             *TINY,
-            f"data.train_dir={scene_tree}",
-            f"data.val_dir={paired_tree}",
-            "data.demo_root=null",
+            *data_args(scene_tree, paired_tree),
             f"hydra.run.dir={tmp_path / 'run'}",
         ],
         cwd=tmp_path,
@@ -152,9 +155,7 @@ def test_bad_input_is_one_line_before_training(tmp_path, scene_tree, paired_tree
     result = _cli(
         [
             *TINY,
-            f"data.train_dir={scene_tree}",
-            f"data.val_dir={paired_tree}",
-            "data.demo_root=null",
+            *data_args(scene_tree, paired_tree),
             f"hydra.run.dir={tmp_path / 'run'}",
             override,
         ],
@@ -174,9 +175,7 @@ def test_loss_weight_grid_multirun_has_a_folder_per_run_and_a_summary(tmp_path, 
             "-m",
             "model.loss.fidelity=100,500",
             *TINY,
-            f"data.train_dir={scene_tree}",
-            f"data.val_dir={paired_tree}",
-            "data.demo_root=null",
+            *data_args(scene_tree, paired_tree),
             f"hydra.sweep.dir={sweep}",
         ],
         cwd=tmp_path,
@@ -231,9 +230,7 @@ def test_non_editable_install_finds_its_configs(tmp_path, scene_tree, paired_tre
             code,
             str(target),
             *TINY,
-            f"data.train_dir={scene_tree}",
-            f"data.val_dir={paired_tree}",
-            "data.demo_root=null",
+            *data_args(scene_tree, paired_tree),
             f"hydra.run.dir={tmp_path / 'run'}",
         ],
         cwd=tmp_path,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from PIL import Image, ImageOps
 
 from pairlie.errors import DataError
+from pairlie.files import atomic_open
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
@@ -93,21 +93,8 @@ def quantize(image: torch.Tensor) -> np.ndarray:
 
 def save_atomic(img: Image.Image, path: Path, **save_kwargs) -> None:
     """Write ``img`` to ``path`` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format=fmt, **save_kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text.replace(str(Path.cwd()) + os.sep, "")
+    with atomic_open(path, "wb") as fh:
+        img.save(fh, format=Image.registered_extensions().get(path.suffix.lower()), **save_kwargs)
 
 
 def save_image(img: Image.Image | np.ndarray, path: Path, jpeg_quality: int = 95) -> None:
@@ -121,3 +108,8 @@ def save_image(img: Image.Image | np.ndarray, path: Path, jpeg_quality: int = 95
     elif path.suffix.lower() == ".bmp" and img.mode == "RGBA":
         img = img.convert("RGB")
     save_atomic(img, path, **kwargs)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.replace(str(Path.cwd()) + os.sep, "")

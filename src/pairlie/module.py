@@ -79,6 +79,7 @@ class PairLIEModule(L.LightningModule):
         self.val_means = torch.nn.ModuleDict({k: MeanMetric() for k in ("psnr", "ssim", "input_psnr", "input_ssim")})
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self._input_scores: dict[str, tuple[float, float]] = {}
 
     def on_fit_start(self) -> None:
         """Log the run's hyper-parameters with its validation metrics, so HParams compares a sweep's runs."""
@@ -165,7 +166,11 @@ class PairLIEModule(L.LightningModule):
         for i in range(low.shape[0]):
             ref = high[i].cpu().numpy()
             psnr, ssim = paper_scores(enhanced[i], ref)
-            input_psnr, input_ssim = paper_scores(low[i], ref)
+            # the unenhanced input scores the same every epoch: compute them once per image
+            name = batch["name"][i]
+            if name not in self._input_scores:
+                self._input_scores[name] = paper_scores(low[i], ref)
+            input_psnr, input_ssim = self._input_scores[name]
             for key, value in (("psnr", psnr), ("ssim", ssim), ("input_psnr", input_psnr), ("input_ssim", input_ssim)):
                 self.val_means[key].update(value)
         # MeanMetric keeps (sum, count) and syncs them across ranks: the mean of all images, even when

@@ -10,9 +10,9 @@ from pairlie.errors import DataError
 def latest_checkpoint(log_dir: str | Path) -> Path:
     """The best checkpoint (else ``last.ckpt``) of the most recent ``pairlie-train`` run under ``log_dir``."""
     runs_root = Path(log_dir) / "train"
-    candidates = sorted(runs_root.glob("*/*/checkpoints"), key=lambda p: p.stat().st_mtime, reverse=True)
-    candidates += sorted(runs_root.glob("*/*/*/checkpoints"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for folder in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+    # runs/<time>/checkpoints and multiruns/<time>/<job>/checkpoints, newest first
+    folders = [*runs_root.glob("*/*/checkpoints"), *runs_root.glob("*/*/*/checkpoints")]
+    for folder in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True):
         best = sorted((p for p in folder.glob("*.ckpt") if p.name != "last.ckpt"), key=lambda p: p.stat().st_mtime)
         if best:
             return best[-1]

@@ -130,7 +130,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             model.hparams.optimizer["lr"],
             " (scale_lr)" if cfg.get("scale_lr") else "",
         )
-    output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     log.info("run folder: %s", output_dir)
     try:
@@ -150,17 +149,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.validate(model, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if trainer.is_global_zero:
-        write_atomic(output_dir / RESULT_FILE, json.dumps(metrics, indent=2) + "\n")
-    if "val/psnr" in metrics and trainer.is_global_zero:
+        report(trainer, metrics, output_dir, len(datamodule.val_set) if datamodule.val_set is not None else 0)
+    return metrics
+
+
+def report(trainer: L.Trainer, metrics: dict[str, float], output_dir: Path, val_count: int) -> None:
+    """Rank 0: write val_metrics.json (read by sweep summaries) and print the scores and checkpoint."""
+    write_atomic(output_dir / RESULT_FILE, json.dumps(metrics, indent=2) + "\n")
+    if "val/psnr" in metrics:
         print(
-            f"validation ({len(datamodule.val_set)} images): "
+            f"validation ({val_count} images): "
             f"input {metrics['val/input_psnr']:.2f} dB / SSIM {metrics['val/input_ssim']:.4f}  ->  "
             f"enhanced {metrics['val/psnr']:.2f} dB / SSIM {metrics['val/ssim']:.4f}"
         )
     checkpoint = trainer.checkpoint_callback
-    if trainer.is_global_zero and checkpoint is not None and (checkpoint.best_model_path or checkpoint.last_model_path):
+    if checkpoint is not None and (checkpoint.best_model_path or checkpoint.last_model_path):
         print(f"checkpoint: {checkpoint.best_model_path or checkpoint.last_model_path}")
-    return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
