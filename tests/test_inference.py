@@ -1,14 +1,17 @@
 """Enhancer: tiled equals whole-image inference, every input kind round-trips, odd sizes work."""
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, needs_shared
+from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
 from pairlie.images import load_image, quantize
-from pairlie.inference import Enhancer
+from pairlie.inference import Enhancer, split
 from pairlie.nets import PairLIENet, enhance
 
 
@@ -26,23 +29,37 @@ def net():
     return net
 
 
-@pytest.mark.parametrize("tile", [16, 24, 50])
-def test_tiled_equals_whole_image_on_odd_sizes(net, tile):
+@pytest.mark.parametrize("tile", [16, 24, 50, None])
+def test_tiled_fast_path_equals_the_plain_network_on_odd_sizes(net, tile):
+    """The CPU path (zero-padded convs with reflected border rings, tiles with exactly the receptive
+    radius of context) against the plain nn.Sequential with ReflectionPad2d on the whole image."""
     image = torch.rand(3, 67, 93)
-    whole = Enhancer(net, tile=None, device="cpu").decompose(image)
-    tiled = Enhancer(net, tile=tile, overlap=16, device="cpu").decompose(image)
-    for a, b in zip(
-        (whole.illumination, whole.reflectance, whole.denoised, whole.enhanced),
-        (tiled.illumination, tiled.reflectance, tiled.denoised, tiled.enhanced),
-        strict=True,
-    ):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        illumination, reflectance, denoised = net(image[None])
+    plain = (illumination, reflectance, denoised, enhance(illumination, reflectance, 0.2))
+    fast = Enhancer(net, tile=tile, device="cpu").decompose(image)
+    assert fast.illumination.shape == (1, 1, 67, 93)
+    for a, b in zip(plain, (fast.illumination, fast.reflectance, fast.denoised, fast.enhanced), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("length", "tile"), [(600, 200), (400, 200), (1080, 200), (17, 16), (16, 16), (5, 16)])
+def test_split_covers_the_length_in_equal_pieces_no_larger_than_the_tile(length, tile):
+    pieces = split(length, tile, 10)
+    assert pieces[0][0] == 0 and pieces[-1][1] == length
+    assert all(a[1] == b[0] for a, b in pairwise(pieces))
+    sizes = [end - start for start, end, _, _ in pieces]
+    assert max(sizes) <= tile and max(sizes) - min(sizes) <= 1
+    assert all(
+        ctx_start == max(start - 10, 0) and ctx_end == min(end + 10, length)
+        for start, end, ctx_start, ctx_end in pieces
+    )
 
 
 def test_too_little_overlap_is_visible_and_refused(net):
     image = torch.rand(3, 64, 64)
     whole = Enhancer(net, tile=None, device="cpu").decompose(image).enhanced
-    short = Enhancer(net, tile=16, overlap=16, device="cpu")
+    short = Enhancer(net, tile=16, device="cpu")
     short.overlap = 2  # bypass the check to show why it exists
     assert (short.decompose(image).enhanced - whole).abs().max() > 1e-3
     with pytest.raises(ConfigError, match="receptive radius"):
@@ -50,11 +67,14 @@ def test_too_little_overlap_is_visible_and_refused(net):
 
 
 @needs_shared
-def test_tiled_official_model_within_one_grey_level_on_a_real_odd_image():
+def test_tiled_official_model_within_one_grey_level_of_the_plain_network_on_a_real_odd_image():
     image = load_image(SHARED_DATA / "LOL-test" / "low" / "55.png")[:, :201, :299]
-    whole = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=0.14, tile=None, device="cpu").enhance(image)
-    tiled = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=0.14, tile=64, device="cpu").enhance(image)
-    diff = np.abs(quantize(whole).astype(int) - quantize(tiled).astype(int))
+    enhancer = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=0.14, tile=64, device="cpu")
+    net, _ = load_net(OFFICIAL_WEIGHTS)
+    with torch.no_grad():
+        illumination, reflectance, _ = net.eval()(image[None])
+    plain = quantize(enhance(illumination, reflectance, 0.14)[0])
+    diff = np.abs(plain.astype(int) - quantize(enhancer.enhance(image)).astype(int))
     assert diff.max() <= 1
 
 

@@ -15,6 +15,7 @@ from pairlie.errors import ConfigError
 from pairlie.evaluation import evaluate, make_lpips, write_results
 from pairlie.inference import Enhancer
 from pairlie.runs import latest_checkpoint
+from pairlie.speed import keep_freed_memory
 
 
 def resolve_checkpoint(cfg: DictConfig) -> Path:
@@ -33,6 +34,8 @@ def test(cfg: DictConfig) -> dict:
             f"hydra.run.dir={out_dir}: holds the results of an earlier test run; choose another folder or pass overwrite=true"
         )
     checkpoint = resolve_checkpoint(cfg)
+    if cfg.get("keep_freed_memory"):
+        keep_freed_memory()
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")

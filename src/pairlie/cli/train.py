@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pairlie.cli.common import CONFIG_PATH, log, run_reporting_errors
 from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
+from pairlie.speed import keep_freed_memory
 from pairlie.sweep import RESULT_FILE
 
 
@@ -88,6 +89,8 @@ def check_writable(folder: Path) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model described by ``cfg``; returns the final validation metrics."""
+    if cfg.get("keep_freed_memory"):
+        keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     check_writable(output_dir)
