@@ -3,239 +3,337 @@
 
     python scripts/benchmark.py [--quick] [--device cpu|cuda] [--data ../shared/data]
 
-The reference is the published loop written plainly: both exposures through all three nets (the
-unused illumination of the second included), eager fp32, batch 1, two full images decoded from disk
-for every step, no DataLoader workers; inference on whole images. pairlie's side is its own
-training step (cached decoded scenes, no second illumination) and its Enhancer (tiles,
-channels-last). Every timing is a median over repeats after a warm-up; GPU timings synchronise.
+Each side runs in its own worker process, set up the way it runs for users: the reference is the
+published loop written plainly (both exposures through all three nets, the unused illumination of
+the second included; eager fp32; two full images decoded from disk for every sample; no DataLoader
+workers; whole-image inference; the default allocator). pairlie is its own training step (decoded
+scenes cached, no second illumination) and its Enhancer (equal tiles with exactly the receptive
+radius of context, channels-last, zero-padded convolutions with reflected border rings), in a
+process with ``pairlie.speed.keep_freed_memory()`` as its CLIs set it. The parent alternates the
+workers round by round, so slow phases of a noisy machine hit both sides alike; every figure is a
+median over rounds after a warm-up, GPU timings synchronise. A third worker (full mode) runs
+pairlie's code with the default allocator, to say what each change contributes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
-from pairlie.checkpoints import load_net
-from pairlie.data.datasets import ExposurePairDataset
-from pairlie.data.scenes import discover_scenes
-from pairlie.images import load_image, quantize
-from pairlie.inference import Enhancer
-from pairlie.losses import LossWeights, consistency_loss, fidelity_loss, pairlie_losses, retinex_loss
-from pairlie.nets import PairLIENet, enhance
 
 REPO = Path(__file__).resolve().parents[1]
 # multiply-adds per output pixel: N and R 3->64->64->64->64->3, L ...->1
 MACS = {"N": 9 * (3 * 64 + 3 * 64 * 64 + 64 * 3), "R": 9 * (3 * 64 + 3 * 64 * 64 + 64 * 3)}
 MACS["L"] = 9 * (3 * 64 + 3 * 64 * 64 + 64 * 1)
 FORWARD_FLOP_PER_PX = 2 * (MACS["N"] + MACS["L"] + MACS["R"])
-# useful training work per pixel of a pair: forward + 2x backward of N, L, R on im1 and N, R on im2
+# the useful training work per pixel of a pair: forward + 2x backward of N, L, R on im1 and N, R on im2
 TRAIN_FLOP_PER_PX = 3 * 2 * (MACS["N"] + MACS["L"] + MACS["R"] + MACS["N"] + MACS["R"])
+PATCH = 128
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+# ----------------------------------------------------------------------------- worker side
 
 
-def timed(fn, device, repeats: int, warmup: int = 1) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
+class Side:
+    """One side of the comparison, living in its own process."""
+
+    def __init__(self, kind: str, device: str, data: Path, scene_limit: int | None) -> None:
+        from pairlie.data.scenes import discover_scenes
+        from pairlie.losses import LossWeights
+        from pairlie.nets import PairLIENet
+
+        self.kind, self.device, self.data_dir = kind, torch.device(device), data
+        if kind == "pairlie":
+            from pairlie.speed import keep_freed_memory
+
+            keep_freed_memory()
+        self.scenes = discover_scenes(data / "SICE-train", PATCH)[:scene_limit]
+        self.rng = np.random.default_rng(0)
+        self.weights = LossWeights()
+        weights = data.parent / "weights" / "PairLIE.pth"
+        torch.manual_seed(0)
+        self.train_net = PairLIENet(64).to(self.device)
+        self.opt = torch.optim.Adam(self.train_net.parameters(), lr=1e-4)
+        if weights.is_file():
+            from pairlie.checkpoints import load_net
+
+            self.infer_net = load_net(weights)[0].eval()
+        else:
+            self.infer_net = PairLIENet(64).eval()
+        if kind == "reference":
+            self.infer_net.to(self.device)
+        else:
+            from pairlie.data.datasets import ExposurePairDataset
+            from pairlie.inference import Enhancer
+
+            self.dataset = ExposurePairDataset(self.scenes, patch_size=PATCH)
+            self.enhancer = Enhancer(self.infer_net, gamma=0.2, device=str(self.device))
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def timed(self, fn, count: int) -> list[float]:
+        times = []
+        for _ in range(count):
+            self.sync()
+            start = time.perf_counter()
+            fn()
+            self.sync()
+            times.append(time.perf_counter() - start)
+        return times
+
+    # the published data path: decode two full exposures from disk, crop one window
+    def reference_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        from PIL import Image
+
+        paths = self.scenes[self.rng.integers(len(self.scenes))].paths
+        first, second = self.rng.choice(len(paths), 2, replace=False)
+        ims = [
+            torch.from_numpy(np.array(Image.open(paths[i]).convert("RGB"))).permute(2, 0, 1).float() / 255
+            for i in (first, second)
+        ]
+        top = self.rng.integers(0, ims[0].shape[1] - PATCH + 1)
+        left = self.rng.integers(0, ims[0].shape[2] - PATCH + 1)
+        return tuple(im[:, top : top + PATCH, left : left + PATCH] for im in ims)
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "reference":
+            return self.reference_sample()
+        return self.dataset[int(self.rng.integers(len(self.dataset)))]
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [self.sample() for _ in range(size)]
+        return tuple(torch.stack(ims).to(self.device, non_blocking=True) for ims in zip(*items, strict=True))
+
+    def loss(self, net, im1: torch.Tensor, im2: torch.Tensor) -> torch.Tensor:
+        from pairlie.losses import consistency_loss, fidelity_loss, pairlie_losses, retinex_loss
+
+        if self.kind == "reference":
+            L1, R1, X1 = net(im1)
+            L2, R2, X2 = net(im2)  # the published loop computes L2 although no loss uses it
+            return consistency_loss(R1, R2) + retinex_loss(L1, R1, im1, X1) + 500 * fidelity_loss(im1, X1)
+        L1, R1, X1 = net(im1)
+        return pairlie_losses(L1, R1, X1, net.reflectance_only(im2), im1, self.weights)["total"]
+
+    def train(self, steps: int, batch: int) -> list[float]:
+        def step():
+            im1, im2 = self.batch(batch)
+            loss = self.loss(self.train_net, im1, im2)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+
+        return self.timed(step, steps)
+
+    def same_loss(self) -> float:
+        """The loss of fixed weights on fixed inputs: both sides must agree."""
+        from pairlie.nets import PairLIENet
+
+        torch.manual_seed(1)
+        net = PairLIENet(64).to(self.device)
+        im1, im2 = torch.rand(2, 1, 3, PATCH, PATCH, device=self.device)
+        with torch.no_grad():
+            return self.loss(net, im1, im2).item()
+
+    def data(self, count: int) -> list[float]:
+        return self.timed(self.sample, count)
+
+    def enhance(self, image: torch.Tensor) -> torch.Tensor:
+        from pairlie.nets import enhance
+
+        if self.kind == "reference":
+            with torch.no_grad():
+                L, R, _ = self.infer_net(image[None].to(self.device))
+                return enhance(L, R, 0.2)[0].cpu()
+        return self.enhancer.decompose(image).enhanced[0]
+
+    def infer(self, height: int, width: int, count: int, keep: bool) -> dict:
+        from pairlie.images import load_image, quantize
+
+        image = load_image(sorted((self.data_dir / "LOL-test" / "low").glob("*.png"))[0])
+        if image.shape[1:] != (height, width):
+            image = torch.nn.functional.interpolate(image[None], (height, width), mode="bilinear")[0].clamp(0, 1)
+        out = {"times": self.timed(lambda: self.enhance(image), count)}
+        if keep:
+            out["image"] = quantize(self.enhance(image))
+        return out
+
+    def folder(self, count: int) -> float:
+        """Images/s: decode, enhance, write a PNG, for the first ``count`` LOL-test photos."""
+        from PIL import Image
+
+        from pairlie.images import load_image, quantize
+
+        paths = sorted((self.data_dir / "LOL-test" / "low").glob("*.png"))[:count]
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            for path in paths:
+                Image.fromarray(quantize(self.enhance(load_image(path)))).save(Path(tmp) / path.name)
+            return len(paths) / (time.perf_counter() - start)
+
+    def conv_peak(self, repeats: int) -> float:
+        """GFLOP/s of one 64->64 3x3 convolution on a cache-sized channels-last tile: the practical peak."""
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(self.device).to(memory_format=torch.channels_last)
+        x = torch.rand(1, 64, 128, 128, device=self.device).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            self.timed(lambda: conv(x), 3)
+            return 2 * 64 * 64 * 9 * 128 * 128 / statistics.median(self.timed(lambda: conv(x), repeats)) / 1e9
+
+    def peak_rss_mb(self) -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def serve(conn, kind: str, device: str, data: str, scene_limit: int | None) -> None:
+    side = Side(kind, device, Path(data), scene_limit)
+    conn.send("ready")
+    while True:
+        request = conn.recv()
+        if request is None:
+            return
+        name, args = request
+        conn.send(getattr(side, name)(*args))
+
+
+# ----------------------------------------------------------------------------- parent side
+
+
+class Worker:
+    def __init__(self, kind: str, args) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        limit = 12 if args.quick else None
+        self.process = ctx.Process(target=serve, args=(child, kind, args.device, args.data, limit), daemon=True)
+        self.process.start()
+        if self.conn.recv() != "ready":
+            raise RuntimeError(f"{kind} worker failed to start")
+
+    def __call__(self, name: str, *args):
+        self.conn.send((name, args))
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self.process.join()
+
+
+def alternate(workers: dict[str, Worker], name: str, rounds: int, *args) -> dict[str, list[float]]:
+    """Per-call times of ``name`` on every worker, the workers taking turns; one warm-up round first."""
+    for worker in workers.values():
+        worker(name, *args)
+    times: dict[str, list[float]] = {kind: [] for kind in workers}
+    for _ in range(rounds):
+        for kind, worker in workers.items():
+            times[kind] += worker(name, *args)
+    return times
+
+
+def med(times: list[float]) -> float:
     return statistics.median(times)
 
 
-def reference_pair(scene_paths, patch: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The published data path: decode two full images from disk, crop the same window."""
-    first, second = rng.choice(len(scene_paths), 2, replace=False)
-    im1 = torch.from_numpy(np.array(Image.open(scene_paths[first]).convert("RGB"))).permute(2, 0, 1).float() / 255
-    im2 = torch.from_numpy(np.array(Image.open(scene_paths[second]).convert("RGB"))).permute(2, 0, 1).float() / 255
-    top = rng.integers(0, im1.shape[1] - patch + 1)
-    left = rng.integers(0, im1.shape[2] - patch + 1)
-    return (im1[:, top : top + patch, left : left + patch][None], im2[:, top : top + patch, left : left + patch][None])
-
-
-def reference_loss(net, im1, im2):
-    L1, R1, X1 = net(im1)
-    L2, R2, X2 = net(im2)  # the published loop computes L2 although no loss uses it
-    return consistency_loss(R1, R2) + retinex_loss(L1, R1, im1, X1) + 500 * fidelity_loss(im1, X1)
-
-
-def bench_training(scenes, device, steps: int, batch: int) -> dict:
-    torch.manual_seed(0)
-    base = PairLIENet(64)
-    rng = np.random.default_rng(0)
+def train_figures(times: dict[str, list[float]], batch: int) -> dict:
+    flop = TRAIN_FLOP_PER_PX * PATCH * PATCH * batch
     out = {}
-
-    ref_net = PairLIENet(64).to(device)
-    ref_net.load_state_dict(base.state_dict())
-    ref_opt = torch.optim.Adam(ref_net.parameters(), lr=1e-4)
-
-    def ref_step():
-        im1, im2 = reference_pair(scenes[rng.integers(len(scenes))].paths, 128, rng)
-        loss = reference_loss(ref_net, im1.to(device), im2.to(device))
-        ref_opt.zero_grad()
-        loss.backward()
-        ref_opt.step()
-
-    dataset = ExposurePairDataset(scenes, patch_size=128)
-    net = PairLIENet(64).to(device)
-    net.load_state_dict(base.state_dict())
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    weights = LossWeights()
-
-    def pairlie_step(b=1):
-        items = [dataset[int(i)] for i in rng.integers(0, len(dataset), b)]
-        im1 = torch.stack([a for a, _ in items]).to(device, non_blocking=True)
-        im2 = torch.stack([c for _, c in items]).to(device, non_blocking=True)
-        L1, R1, X1 = net(im1)
-        loss = pairlie_losses(L1, R1, X1, net.reflectance_only(im2), im1, weights)["total"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    t_ref = timed(ref_step, device, steps, warmup=2)
-    t_ours = timed(pairlie_step, device, steps, warmup=2)
-    t_batch = timed(lambda: pairlie_step(batch), device, max(2, steps // 2), warmup=1)
-    flop = TRAIN_FLOP_PER_PX * 128 * 128
-    out["train_b1"] = {
-        "reference_pair_steps_per_s": 1 / t_ref,
-        "pairlie_pair_steps_per_s": 1 / t_ours,
-        "ratio": t_ref / t_ours,
-        "reference_gflops": flop / t_ref / 1e9,
-        "pairlie_gflops": flop / t_ours / 1e9,
-    }
-    out[f"train_b{batch}"] = {
-        "pairlie_pair_steps_per_s": batch / t_batch,
-        "pairlie_gflops": batch * flop / t_batch / 1e9,
-    }
-
-    # The same loss for the same weights and inputs: the optimisation is unchanged.
-    torch.manual_seed(1)
-    check = PairLIENet(64).to(device)
-    im1, im2 = torch.rand(1, 3, 128, 128, device=device), torch.rand(1, 3, 128, 128, device=device)
-    with torch.no_grad():
-        a = reference_loss(check, im1, im2).item()
-        L1, R1, X1 = check(im1)
-        b = pairlie_losses(L1, R1, X1, check.reflectance_only(im2), im1, weights)["total"].item()
-    out["train_b1"]["loss_rel_diff"] = abs(a - b) / abs(a)
-
-    # Data: published decode-per-step vs pairlie's cached scenes.
-    t_ref_data = timed(lambda: reference_pair(scenes[rng.integers(len(scenes))].paths, 128, rng), device, steps * 3)
-    t_data = timed(lambda: dataset[int(rng.integers(len(dataset)))], device, steps * 3)
-    out["data"] = {
-        "reference_samples_per_s": 1 / t_ref_data,
-        "pairlie_samples_per_s": 1 / t_data,
-        "ratio": t_ref_data / t_data,
-        "pairlie_data_share_of_step": t_data / (t_ours + t_data),
-    }
+    for kind, t in times.items():
+        out[f"{kind}_pair_steps_per_s"] = batch / med(t)
+        out[f"{kind}_gflops"] = flop / med(t) / 1e9
+    out["ratio"] = med(times["reference"]) / med(times["pairlie"])
+    if "pairlie_default_malloc" in times:
+        out["ratio_without_malloc_setting"] = med(times["reference"]) / med(times["pairlie_default_malloc"])
     return out
 
 
-def bench_inference(weights: Path | None, image: torch.Tensor, device, repeats: int, reference: bool) -> dict:
-    net = load_net(weights)[0] if weights else PairLIENet(64)
-    ref_net = PairLIENet(64).to(device).eval()
-    ref_net.load_state_dict(net.state_dict())
-    enhancer = Enhancer(net, gamma=0.2, device=str(device))
-    x = image[None].to(device)
-    out = {"size": f"{image.shape[2]}x{image.shape[1]}"}
-    flop = FORWARD_FLOP_PER_PX * image.shape[1] * image.shape[2]
-
-    @torch.no_grad()
-    def ref():
-        L, R, _ = ref_net(x)
-        return enhance(L, R, 0.2)
-
-    t_ours = timed(lambda: enhancer.decompose(image), device, repeats)
-    out.update({"pairlie_s": t_ours, "pairlie_gflops": flop / t_ours / 1e9})
-    if reference:
-        t_ref = timed(ref, device, repeats)
-        diff = np.abs(
-            quantize(ref()[0].cpu()).astype(int) - quantize(enhancer.decompose(image).enhanced[0]).astype(int)
-        )
-        out.update(
-            {
-                "reference_s": t_ref,
-                "reference_gflops": flop / t_ref / 1e9,
-                "ratio": t_ref / t_ours,
-                "max_grey_level_diff": int(diff.max()),
-            }
-        )
+def infer_figures(workers: dict[str, Worker], height: int, width: int, rounds: int) -> dict:
+    for worker in workers.values():
+        worker("infer", height, width, 1, False)
+    times: dict[str, list[float]] = {kind: [] for kind in workers}
+    images = {}
+    for i in range(rounds):
+        for kind, worker in workers.items():
+            result = worker("infer", height, width, 1, i == 0)
+            times[kind] += result["times"]
+            images.setdefault(kind, result.get("image"))
+    flop = FORWARD_FLOP_PER_PX * height * width
+    out: dict = {"size": f"{width}x{height}"}
+    for kind, t in times.items():
+        out[f"{kind}_s"] = med(t)
+        out[f"{kind}_gflops"] = flop / med(t) / 1e9
+    if "reference" in times:
+        out["ratio"] = med(times["reference"]) / med(times["pairlie"])
+        if "pairlie_default_malloc" in times:
+            out["ratio_without_malloc_setting"] = med(times["reference"]) / med(times["pairlie_default_malloc"])
+        diff = np.abs(images["reference"].astype(int) - images["pairlie"].astype(int))
+        out["max_grey_level_diff"] = int(diff.max())
     return out
-
-
-def conv_peak(device, repeats: int) -> float:
-    """GFLOP/s of one 64->64 3x3 convolution on a cache-sized channels-last tile: this machine's practical peak."""
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device).to(memory_format=torch.channels_last)
-    x = torch.rand(1, 64, 128, 128, device=device).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        t = timed(lambda: conv(x), device, repeats * 5, warmup=3)
-    return 2 * 64 * 64 * 9 * 128 * 128 / t / 1e9
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="fewer repeats, no 1080p reference (< 2 min on 2 CPU cores)"
+        "--quick", action="store_true", help="fewer rounds, no 1080p reference (< 2 min on 2 CPU cores)"
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--batch", type=int, default=8, help="the larger training batch")
     args = parser.parse_args()
     data = Path(args.data)
-    if not (data / "SICE-train").is_dir():
+    if not (data / "SICE-train").is_dir() or not (data / "LOL-test" / "low").is_dir():
         sys.exit(
-            f"error: --data={data}: no SICE-train/ there; point --data at the folder holding SICE-train and LOL-test"
+            f"error: --data={data}: no SICE-train/ and LOL-test/low/ there; point --data at the shared data folder"
         )
-    device = torch.device(args.device)
-    weights = data.parent / "weights" / "PairLIE.pth"
-    repeats = 3 if args.quick else 7
-    steps = 8 if args.quick else 30
-    scenes = discover_scenes(data / "SICE-train", 128)[: 12 if args.quick else None]
-    lol = sorted((data / "LOL-test" / "low").glob("*.png"))
-    result = {
+    quick = args.quick
+    kinds = ["reference", "pairlie"] + ([] if quick else ["pairlie_default_malloc"])
+    # "pairlie_default_malloc" runs pairlie's code without pairlie.speed.keep_freed_memory()
+    workers = {kind: Worker(kind, args) for kind in kinds}
+    both = {kind: workers[kind] for kind in ("reference", "pairlie")}
+    ours = {kind: w for kind, w in workers.items() if kind != "reference"}
+    rounds = 4 if quick else 10
+
+    result: dict = {
         "machine": {
-            "device": str(device),
+            "device": args.device,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(),
-            "quick": args.quick,
+            "quick": quick,
         },
-        "conv_peak_gflops": conv_peak(device, repeats),
+        "conv_peak_gflops": workers["pairlie"]("conv_peak", 15),
     }
-    result.update(bench_training(scenes, device, steps, args.batch))
-    image = load_image(lol[0])
-    result["infer_600x400"] = bench_inference(weights if weights.is_file() else None, image, device, repeats, True)
-    hd = torch.nn.functional.interpolate(image[None], size=(1080, 1920), mode="bilinear", align_corners=False)[0]
-    result["infer_1920x1080"] = bench_inference(
-        weights if weights.is_file() else None, hd, device, 1 if args.quick else 3, reference=not args.quick
+    result["train_b1"] = train_figures(alternate(workers, "train", rounds, 2, 1), 1)
+    losses = {kind: workers[kind]("same_loss") for kind in ("reference", "pairlie")}
+    result["train_b1"]["loss_rel_diff"] = abs(losses["reference"] - losses["pairlie"]) / abs(losses["reference"])
+    result[f"train_b{args.batch}"] = train_figures(
+        alternate(workers, "train", 1 if quick else 3, 1, args.batch), args.batch
     )
-    enhancer = Enhancer.from_checkpoint(weights, device=str(device)) if weights.is_file() else Enhancer(PairLIENet(64))
-    folder = lol[: 5 if args.quick else len(lol)]
-    start = time.perf_counter()
-    for path in folder:
-        quantize(enhancer.decompose(load_image(path)).enhanced[0])
-    sync(device)
-    result["folder_images_per_s"] = len(folder) / (time.perf_counter() - start)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if device.type == "cuda":
-        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+
+    data_times = alternate(both, "data", rounds, 8)
+    step = med(alternate({"pairlie": workers["pairlie"]}, "train", 2, 2, 1)["pairlie"])
+    result["data"] = {
+        "reference_samples_per_s": 1 / med(data_times["reference"]),
+        "pairlie_samples_per_s": 1 / med(data_times["pairlie"]),
+        "ratio": med(data_times["reference"]) / med(data_times["pairlie"]),
+        # the loop waits for data this share of the time: one sample per batch-1 step, same process
+        "pairlie_data_share_of_step": med(data_times["pairlie"]) / step,
+    }
+
+    result["infer_600x400"] = infer_figures(workers, 400, 600, 3 if quick else 7)
+    result["infer_1920x1080"] = infer_figures(ours if quick else workers, 1080, 1920, 1 if quick else 3)
+    folder = {kind: worker("folder", 5 if quick else 15) for kind, worker in both.items()}
+    result["folder_images_per_s"] = {**folder, "ratio": folder["pairlie"] / folder["reference"]}
+    result["peak_rss_mb"] = {kind: worker("peak_rss_mb") for kind, worker in workers.items()}
+    for worker in workers.values():
+        worker.close()
     print(json.dumps(result, indent=2))
 
 

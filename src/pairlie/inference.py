@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from pairlie import cpu
 from pairlie.checkpoints import load_net
+from pairlie.cpu import split
 from pairlie.errors import ConfigError
 from pairlie.images import quantize, to_tensor
 from pairlie.nets import PairLIENet, enhance
@@ -20,8 +21,9 @@ from pairlie.nets import PairLIENet, enhance
 # N then L (or R): ten 3x3 convolutions, so an output pixel sees 10 pixels each way.
 RECEPTIVE_RADIUS = 10
 DEFAULT_OVERLAP = RECEPTIVE_RADIUS
-# CPU: tiles that keep a 64-channel feature map near the caches run faster than whole images.
-AUTO_TILE = {"cpu": 200, "cuda": 1024}
+# tile="auto": a CPU streams rows through the nets in cache-sized bands (pairlie.cpu.stream);
+# a GPU runs tiles of this size.
+AUTO_TILE = {"cpu": None, "cuda": 1024}
 DEFAULT_GAMMA = 0.2
 
 
@@ -45,61 +47,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def split(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
-    """Equal pieces of at most ``tile`` covering ``range(length)``: (start, end, start - margin, end + margin), clipped."""
-    count = -(-length // tile)
-    edges = [round(i * length / count) for i in range(count + 1)]
-    return [(a, b, max(a - margin, 0), min(b + margin, length)) for a, b in pairwise(edges)]
-
-
-def conv_reflect(x: Tensor, conv: torch.nn.Conv2d, borders: tuple[bool, bool, bool, bool]) -> Tensor:
-    """``conv(reflection_pad(x))`` on the image borders named (top, bottom, left, right) without copying ``x``.
-
-    oneDNN pads with zeros for free inside the convolution; only the one-pixel rings on image
-    borders differ from reflection padding, and they are recomputed from three-pixel strips. On a
-    tile side inside the image the zero ring only touches context that the caller discards (one
-    pixel per layer, ten in all). Saves a full copy of every feature map per layer on a CPU.
-    """
-    weight, bias = conv.weight, conv.bias
-    y = F.conv2d(x, weight, bias, padding=1)
-    height, width = x.shape[-2:]
-    top, bottom, left, right = borders
-    if top:
-        y[..., :1, :] = F.conv2d(F.pad(x[..., [1, 0, 1], :], (1, 1, 0, 0), mode="reflect"), weight, bias)
-    if bottom:
-        rows = [height - 2, height - 1, height - 2]
-        y[..., -1:, :] = F.conv2d(F.pad(x[..., rows, :], (1, 1, 0, 0), mode="reflect"), weight, bias)
-    if left:
-        y[..., :1] = F.conv2d(F.pad(x[..., [1, 0, 1]], (0, 0, 1, 1), mode="reflect"), weight, bias)
-    if right:
-        y[..., -1:] = F.conv2d(
-            F.pad(x[..., [width - 2, width - 1, width - 2]], (0, 0, 1, 1), mode="reflect"), weight, bias
-        )
-    return y
-
-
-def _convnet_cpu(net: torch.nn.Module, x: Tensor, borders: tuple[bool, bool, bool, bool]) -> Tensor:
-    layers = list(net.layers)
-    for pad, conv, activation in zip(layers[::3], layers[1::3], layers[2::3], strict=True):
-        assert isinstance(pad, torch.nn.ReflectionPad2d) and pad.padding == (1, 1, 1, 1)
-        x = conv_reflect(x, conv, borders)
-        x = torch.relu_(x) if isinstance(activation, torch.nn.ReLU) else torch.sigmoid_(x)
-    return x
-
-
-def forward_cpu(net: PairLIENet, x: Tensor, borders: tuple[bool, bool, bool, bool]) -> tuple[Tensor, Tensor, Tensor]:
-    """``net(x)`` for inference on a CPU, with reflection padding only on the image borders (see conv_reflect)."""
-    denoised = _convnet_cpu(net.denoiser, x, borders)
-    return _convnet_cpu(net.illumination, denoised, borders), _convnet_cpu(net.reflectance, denoised, borders), denoised
-
-
 class Enhancer:
     """Enhances PIL images, uint8 H×W×3 arrays or float tensors with a trained PairLIE model.
 
-    ``tile``: ``"auto"`` (200 px on CPU, 1024 on GPU), an int, or ``None`` for whole images; an image
-    is split into equal tiles of at most that size. Each tile sees ``overlap`` pixels of context
-    (≥ the 10-pixel receptive radius), so the result equals whole-image inference up to float
-    rounding while memory stays bounded by the tile size.
+    ``tile``: ``"auto"``, an int, or ``None`` for whole images. ``"auto"`` on a CPU streams the rows
+    through the nets in cache-sized bands, computing each pixel once (:func:`pairlie.cpu.stream`);
+    on a GPU it means tiles of 1024. An int splits the image into equal tiles of at most that size,
+    each seeing ``overlap`` pixels of context (≥ the 10-pixel receptive radius). Every mode equals
+    whole-image inference up to float rounding, with memory bounded by the band or tile.
     """
 
     def __init__(
@@ -118,6 +73,7 @@ class Enhancer:
         self.device = resolve_device(device)
         if half and self.device.type != "cuda":
             raise ConfigError("half=true needs a GPU: 16-bit convolutions on a CPU are slower than fp32")
+        self.stream = tile == "auto" and self.device.type == "cpu"
         if tile == "auto":
             tile = AUTO_TILE[self.device.type]
         if tile is not None and (not isinstance(tile, int) or tile < 16):
@@ -156,12 +112,14 @@ class Enhancer:
     def _run(self, patch: Tensor, borders: tuple[bool, bool, bool, bool]) -> tuple[Tensor, ...]:
         patch = patch.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
         if self.device.type == "cpu":
-            outputs = forward_cpu(self.net, patch, borders)
+            outputs = cpu.forward(self.net, patch, borders)
         else:
             outputs = self.net(patch)
         return tuple(t.float().cpu().contiguous() for t in outputs)
 
     def _tiled(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.stream:
+            return cpu.stream(self.net, batch, self.device, self.dtype, self.overlap)
         n, _, height, width = batch.shape
         tile = self.tile
         if tile is None or (height <= tile + self.overlap and width <= tile + self.overlap):

@@ -1,0 +1,148 @@
+"""Exact inference paths for CPUs: no padded copies of feature maps, and rows streamed without recomputation.
+
+Both compute what ``PairLIENet.forward`` computes (reflection padding at the image borders), up to
+float rounding, and are tested against it.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pairlie.nets import ConvNet, PairLIENet
+
+# rows per band when streaming: about this many pixels, which keeps a 64-channel band in the caches
+BAND_PIXELS = 65536
+# images wider than this are streamed in column pieces (each with the receptive radius of context)
+STREAM_WIDTH = 2048
+
+Borders = tuple[bool, bool, bool, bool]  # (top, bottom, left, right): which sides are image borders
+
+
+def split(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """Equal pieces of at most ``tile`` covering ``range(length)``: (start, end, start - margin, end + margin), clipped."""
+    count = -(-length // tile)
+    edges = [round(i * length / count) for i in range(count + 1)]
+    return [(a, b, max(a - margin, 0), min(b + margin, length)) for a, b in pairwise(edges)]
+
+
+def conv_reflect(x: Tensor, conv: torch.nn.Conv2d, borders: Borders, rows_padded: bool = False) -> Tensor:
+    """``conv(reflection_pad(x))`` on the image borders named, without a padded copy of ``x``.
+
+    oneDNN pads with zeros inside the convolution for free; only the one-pixel rings on image
+    borders differ from reflection padding, and they are recomputed from three-pixel strips. On a
+    side inside the image the zero ring only reaches context that the caller discards (one pixel
+    per layer). ``rows_padded``: ``x`` already holds the rows above and below (streaming).
+    """
+    weight, bias = conv.weight, conv.bias
+    y = F.conv2d(x, weight, bias, padding=(0 if rows_padded else 1, 1))
+    height, width = x.shape[-2:]
+    top, bottom, left, right = borders
+    if top and not rows_padded:
+        y[..., :1, :] = F.conv2d(F.pad(x[..., [1, 0, 1], :], (1, 1, 0, 0), mode="reflect"), weight, bias)
+    if bottom and not rows_padded:
+        rows = [height - 2, height - 1, height - 2]
+        y[..., -1:, :] = F.conv2d(F.pad(x[..., rows, :], (1, 1, 0, 0), mode="reflect"), weight, bias)
+    for side, columns in ((left, [1, 0, 1]), (right, [width - 2, width - 1, width - 2])):
+        if side:
+            strip = x[..., columns]
+            if not rows_padded:
+                strip = F.pad(strip, (0, 0, 1, 1), mode="reflect")
+            y[..., columns[1] : columns[1] + 1] = F.conv2d(strip, weight, bias)
+    return y
+
+
+def _layers(net: ConvNet) -> list[tuple[torch.nn.Conv2d, bool]]:
+    """(conv, ends with ReLU) for each [ReflectionPad2d(1), conv, activation] of ``net``."""
+    layers = list(net.layers)
+    if not all(isinstance(p, torch.nn.ReflectionPad2d) and p.padding == (1, 1, 1, 1) for p in layers[::3]):
+        raise ValueError("expected [ReflectionPad2d(1), Conv2d, activation] blocks")
+    return [(conv, isinstance(act, torch.nn.ReLU)) for conv, act in zip(layers[1::3], layers[2::3], strict=True)]
+
+
+def _activate(y: Tensor, relu: bool) -> Tensor:
+    return torch.relu_(y) if relu else torch.sigmoid_(y)
+
+
+def forward(net: PairLIENet, x: Tensor, borders: Borders = (True, True, True, True)) -> tuple[Tensor, Tensor, Tensor]:
+    """``net(x)`` (illumination, reflectance, denoised) with :func:`conv_reflect` for every layer."""
+
+    def run(convnet: ConvNet, h: Tensor) -> Tensor:
+        for conv, relu in _layers(convnet):
+            h = _activate(conv_reflect(h, conv, borders), relu)
+        return h
+
+    denoised = run(net.denoiser, x)
+    return run(net.illumination, denoised), run(net.reflectance, denoised), denoised
+
+
+class _RowStream:
+    """One layer fed rows top to bottom: each output row is computed once, from the rows kept above it."""
+
+    def __init__(self, conv: torch.nn.Conv2d, relu: bool, left: bool, right: bool) -> None:
+        self.conv, self.relu, self.borders = conv, relu, (False, False, left, right)
+        self.rows: Tensor | None = None  # input rows not yet consumed (the last two, once started)
+        self.started = False
+
+    def push(self, new: Tensor, last: bool) -> Tensor | None:
+        rows = new if self.rows is None else torch.cat([self.rows, new], dim=2)
+        if not self.started:
+            if rows.shape[2] < 2 and not last:
+                self.rows = rows
+                return None
+            rows = torch.cat([rows[:, :, 1:2], rows], dim=2)  # the reflected row above the image
+            self.started = True
+        if last:
+            rows = torch.cat([rows, rows[:, :, -2:-1]], dim=2)  # the reflected row below it
+        if rows.shape[2] < 3:
+            self.rows = rows
+            return None
+        self.rows = rows[:, :, -2:]
+        return _activate(conv_reflect(rows, self.conv, self.borders, rows_padded=True), self.relu)
+
+
+def _push(chain: list[_RowStream], rows: Tensor | None, last: bool) -> Tensor | None:
+    for layer in chain:
+        if rows is None:
+            return None
+        rows = layer.push(rows, last)
+    return rows
+
+
+def stream(net: PairLIENet, image: Tensor, device: torch.device, dtype: torch.dtype, margin: int) -> tuple[Tensor, ...]:
+    """(illumination, reflectance, denoised) of an N×3×H×W image (H ≥ 2, W ≥ 2), rows streamed in bands.
+
+    Every layer keeps the two input rows it still needs, so no pixel is computed twice and only a
+    band of each feature map is alive at a time (memory independent of the image height). Images
+    wider than ``STREAM_WIDTH`` are cut into column pieces with ``margin`` pixels of context.
+    """
+    n, _, height, width = image.shape
+    outputs = [torch.empty(n, c, height, width) for c in (1, 3, 3)]
+    pieces = split(width, STREAM_WIDTH, margin) if width > STREAM_WIDTH else [(0, width, 0, width)]
+    for left, right, cleft, cright in pieces:
+        sides = (cleft == 0, cright == width)
+        chains = [
+            [_RowStream(conv, relu, *sides) for conv, relu in _layers(part)]
+            for part in (net.denoiser, net.illumination, net.reflectance)
+        ]
+        band = max(2, BAND_PIXELS // (cright - cleft))
+        filled = [0, 0, 0]
+        for top in range(0, height, band):
+            last = top + band >= height
+            rows = image[..., top : top + band, cleft:cright]
+            rows = rows.to(device, dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            denoised = _push(chains[0], rows, last)
+            results = (_push(chains[1], denoised, last), _push(chains[2], denoised, last), denoised)
+            for i, (full, out) in enumerate(zip(outputs, results, strict=True)):
+                if out is not None:
+                    count = out.shape[2]
+                    full[..., filled[i] : filled[i] + count, left:right] = (
+                        out[..., left - cleft : right - cleft].float().cpu()
+                    )
+                    filled[i] += count
+        if filled != [height] * 3:
+            raise AssertionError(f"streaming filled {filled} of {height} rows")
+    return tuple(outputs)
