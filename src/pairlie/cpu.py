@@ -100,7 +100,7 @@ class _RowStream:
         if rows.shape[2] < 3:
             self.rows = rows
             return None
-        self.rows = rows[:, :, -2:]
+        self.rows = rows[:, :, -2:].clone()  # a copy: a view would keep the whole band alive
         return _activate(conv_reflect(rows, self.conv, self.borders, rows_padded=True), self.relu)
 
 
