@@ -6,8 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from PIL import Image
+
+from pairlie.nets import PairLIENet
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -89,8 +92,6 @@ def tiny_cfg(tmp_path: Path, scene_tree: Path, paired_tree: Path):
 
 def save_tiny_checkpoint(path: Path, width: int = 4, gamma: float = 0.2, seed: int = 0) -> Path:
     """A checkpoint in pairlie's Lightning layout (state_dict under ``net.``, hyper-parameters) with random weights."""
-    import torch
-
     from pairlie.module import PairLIEModule
 
     torch.manual_seed(seed)
@@ -102,3 +103,17 @@ def save_tiny_checkpoint(path: Path, width: int = 4, gamma: float = 0.2, seed: i
 @pytest.fixture
 def tiny_ckpt(tmp_path: Path) -> Path:
     return save_tiny_checkpoint(tmp_path / "tiny.ckpt")
+
+
+@pytest.fixture
+def sharp_net():
+    """A small net with weights large enough that its outputs depend strongly on every input pixel."""
+    torch.manual_seed(0)
+    net = PairLIENet(width=8).eval()
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.mul_(4.0)
+        out = net(torch.rand(1, 3, 32, 32))
+    assert min(t.std().item() for t in out) > 0.02  # the comparisons using it are not between constants
+    return net

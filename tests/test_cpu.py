@@ -5,18 +5,6 @@ import torch
 
 from pairlie import cpu
 from pairlie.inference import Enhancer
-from pairlie.nets import PairLIENet
-
-
-@pytest.fixture
-def net():
-    torch.manual_seed(0)
-    net = PairLIENet(width=8).eval()
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.Conv2d):
-                module.weight.mul_(4.0)  # outputs that depend strongly on every input pixel
-    return net
 
 
 def plain(net, image):
@@ -34,40 +22,40 @@ def plain(net, image):
         (29, 70, 500, 32),  # column pieces with context, streamed in bands of 7 rows
     ],
 )
-def test_streamed_rows_equal_the_plain_network(net, monkeypatch, height, width, band_pixels, stream_width):
+def test_streamed_rows_equal_the_plain_network(sharp_net, monkeypatch, height, width, band_pixels, stream_width):
     monkeypatch.setattr(cpu, "BAND_PIXELS", band_pixels)
     monkeypatch.setattr(cpu, "STREAM_WIDTH", stream_width)
     image = torch.rand(2, 3, height, width)
-    streamed = cpu.stream(net, image, torch.device("cpu"), torch.float32, margin=10)
-    for got, want in zip(streamed, plain(net, image), strict=True):
+    streamed = cpu.stream(sharp_net, image, torch.device("cpu"), torch.float32, margin=10)
+    for got, want in zip(streamed, plain(sharp_net, image), strict=True):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
-def test_zero_padded_convs_with_reflected_rings_equal_the_plain_network(net):
+def test_zero_padded_convs_with_reflected_rings_equal_the_plain_network(sharp_net):
     image = torch.rand(1, 3, 23, 31).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        fast = cpu.forward(net, image)
-    for got, want in zip(fast, plain(net, image), strict=True):
+        fast = cpu.forward(sharp_net, image)
+    for got, want in zip(fast, plain(sharp_net, image), strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
-def test_inside_sides_skip_the_reflection_and_only_their_ring_differs(net):
+def test_inside_sides_skip_the_reflection_and_only_their_ring_differs(sharp_net):
     image = torch.rand(1, 3, 40, 40)
     with torch.no_grad():
-        inner = cpu.forward(net, image, (True, True, True, False))[2]  # right side treated as inside
-    want = plain(net, image)[2]
+        inner = cpu.forward(sharp_net, image, (True, True, True, False))[2]  # right side treated as inside
+    want = plain(sharp_net, image)[2]
     # the denoiser has 5 layers: the wrong padding reaches 5 pixels in from the right edge, no further
     torch.testing.assert_close(inner[..., :-5], want[..., :-5], rtol=0, atol=1e-5)
     assert (inner[..., -1:] - want[..., -1:]).abs().max() > 1e-3
 
 
-def test_the_enhancer_streams_on_a_cpu_by_default(net):
-    enhancer = Enhancer(net, device="cpu")
+def test_the_enhancer_streams_on_a_cpu_by_default(sharp_net):
+    enhancer = Enhancer(sharp_net, device="cpu")
     assert enhancer.stream
     image = torch.rand(3, 45, 61)
     out = enhancer.decompose(image)
-    illumination, reflectance, denoised = plain(net, image[None])
+    illumination, reflectance, denoised = plain(sharp_net, image[None])
     torch.testing.assert_close(out.illumination, illumination, rtol=0, atol=1e-5)
     torch.testing.assert_close(out.reflectance, reflectance, rtol=0, atol=1e-5)
     torch.testing.assert_close(out.denoised, denoised, rtol=0, atol=1e-5)

@@ -109,7 +109,7 @@ class Enhancer:
         illumination, reflectance, denoised = illumination[crop], reflectance[crop], denoised[crop]
         return Decomposition(illumination, reflectance, denoised, enhance(illumination, reflectance, self.gamma))
 
-    def _run(self, patch: Tensor, borders: tuple[bool, bool, bool, bool]) -> tuple[Tensor, ...]:
+    def _run(self, patch: Tensor, borders: cpu.Borders) -> tuple[Tensor, ...]:
         patch = patch.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
         if self.device.type == "cpu":
             outputs = cpu.forward(self.net, patch, borders)
