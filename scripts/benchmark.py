@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pairlie.nets import PairLIENet
+
 REPO = Path(__file__).resolve().parents[1]
-# multiply-adds per output pixel: N and R 3->64->64->64->64->3, L ...->1
-MACS = {"N": 9 * (3 * 64 + 3 * 64 * 64 + 64 * 3), "R": 9 * (3 * 64 + 3 * 64 * 64 + 64 * 3)}
-MACS["L"] = 9 * (3 * 64 + 3 * 64 * 64 + 64 * 1)
-FORWARD_FLOP_PER_PX = 2 * (MACS["N"] + MACS["L"] + MACS["R"])
-# the useful training work per pixel of a pair: forward + 2x backward of N, L, R on im1 and N, R on im2
-TRAIN_FLOP_PER_PX = 3 * 2 * (MACS["N"] + MACS["L"] + MACS["R"] + MACS["N"] + MACS["R"])
+# per pixel, as torch's FLOP counter counts them (tested): N, L, R forward; the useful training
+# work of a pair (N, L, R on im1 and N, R on im2, forward and backward), which both sides are
+# credited with although the reference also computes the unused illumination of im2
+FORWARD_FLOP_PER_PX = PairLIENet(64).forward_flops(1)
+TRAIN_FLOP_PER_PX = PairLIENet(64).training_flops(1)
 PATCH = 128
 
 

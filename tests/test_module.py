@@ -67,3 +67,28 @@ def test_adam_and_step_schedule_as_published():
 def test_bad_settings_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         PairLIEModule(**kwargs)
+
+
+@pytest.mark.parametrize("width", [8, 64])
+def test_flops_per_batch_is_what_torch_counts_for_the_step(width):
+    """ThroughputMonitor's FLOP/s rest on ``flops_per_batch``: equal to torch's own FLOP counter."""
+    from lightning.fabric.utilities.throughput import measure_flops
+
+    module = PairLIEModule(width=width)
+    im1, im2 = torch.rand(2, 2, 3, 24, 20)
+    counted = measure_flops(module, lambda: module.training_step((im1, im2), 0), lambda loss: loss)
+    assert counted > 0 and module.flops_per_batch == counted
+    low = torch.rand(1, 3, 17, 30)
+    counted = measure_flops(module, lambda: module.net(low))
+    high = (low * 255).round().to(torch.uint8).permute(0, 2, 3, 1)  # references come as H x W x 3 grey levels
+    module.validation_step({"low": low, "high": high, "name": ["a.png"]}, 5)
+    assert module.flops_per_batch == counted == module.net.forward_flops(17 * 30)
+
+
+def test_flops_of_a_skipped_step_count_no_backward():
+    from lightning.fabric.utilities.throughput import measure_flops
+
+    module = PairLIEModule(width=8)
+    im1, im2 = torch.full((1, 3, 16, 16), float("nan")), torch.rand(1, 3, 16, 16)
+    counted = measure_flops(module, lambda: module.training_step((im1, im2), 0))
+    assert module.flops_per_batch == counted < module.net.training_flops(256)

@@ -79,6 +79,7 @@ class PairLIEModule(L.LightningModule):
         self.val_means = torch.nn.ModuleDict({k: MeanMetric() for k in ("psnr", "ssim", "input_psnr", "input_ssim")})
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self._batch_flops = 0
         self._input_scores: dict[str, tuple[float, float]] = {}
 
     def on_fit_start(self) -> None:
@@ -101,6 +102,11 @@ class PairLIEModule(L.LightningModule):
             world = self.trainer.world_size
             params.update(batch_size=data.batch_size, global_batch=data.batch_size * world, patch_size=data.patch_size)
         logger.log_hyperparams(params, metrics={HP_PSNR: float("nan"), HP_SSIM: float("nan")})
+
+    @property
+    def flops_per_batch(self) -> int:
+        """FLOPs of the latest batch: Lightning's ThroughputMonitor logs ``device/flops_per_sec`` (and MFU on known GPUs)."""
+        return self._batch_flops
 
     def on_train_epoch_end(self) -> None:
         if self.device.type == "cuda":
@@ -125,10 +131,13 @@ class PairLIEModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         im1, im2 = batch
+        pixels = im1.shape[0] * im1.shape[2] * im1.shape[3]
+        self._batch_flops = self.net.training_flops(pixels)
         illumination1, reflectance1, denoised1 = self.net(im1)
         reflectance2 = self.net.reflectance_only(im2)
         terms = pairlie_losses(illumination1, reflectance1, denoised1, reflectance2, im1, self.weights)
         if not torch.isfinite(terms["total"]):
+            self._batch_flops = self.net.training_flops(pixels, backward=False)
             self._skip_step("loss")
             return None  # Lightning skips backward and the optimiser step
         self.log("train/loss", terms["total"], prog_bar=True, batch_size=im1.shape[0])
@@ -161,6 +170,7 @@ class PairLIEModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         low, high = batch["low"], batch["high"]
+        self._batch_flops = self.net.forward_flops(low.shape[0] * low.shape[2] * low.shape[3])
         illumination, reflectance, denoised = self.net(low)
         enhanced = enhance(illumination, reflectance, self.hparams.gamma)
         for i in range(low.shape[0]):

@@ -26,6 +26,13 @@ class ConvNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
 
+    def convs(self) -> list[nn.Conv2d]:
+        return [m for m in self.layers if isinstance(m, nn.Conv2d)]
+
+    def macs_per_pixel(self) -> int:
+        """Multiply-adds of one forward pass per output pixel (every conv keeps the image size)."""
+        return sum(c.in_channels * c.out_channels * c.kernel_size[0] * c.kernel_size[1] for c in self.convs())
+
 
 class PairLIENet(nn.Module):
     """N, L and R together: ``forward(im)`` returns ``(illumination, reflectance, denoised)``."""
@@ -46,6 +53,25 @@ class PairLIENet(nn.Module):
     def reflectance_only(self, im: Tensor) -> Tensor:
         """R of ``im`` without computing its illumination (no loss uses L of the second exposure)."""
         return self.reflectance(self.denoiser(im))
+
+    def forward_flops(self, pixels: int) -> int:
+        """FLOPs of ``forward`` on ``pixels`` pixels (batch x height x width); a multiply-add is 2 FLOPs."""
+        return 2 * pixels * sum(net.macs_per_pixel() for net in (self.denoiser, self.illumination, self.reflectance))
+
+    def training_flops(self, pixels: int, backward: bool = True) -> int:
+        """FLOPs of one training step on ``pixels`` pixels per exposure, as the step runs them.
+
+        Forward: N, L, R on the first exposure and N, R on the second. Backward: the weight gradient
+        of every conv, and the input gradient of every conv but N's first (the images need none).
+        """
+        # N and R run on both exposures, L on the first only
+        forward = sum(net.macs_per_pixel() for net in (self.denoiser, self.illumination, self.reflectance))
+        forward += self.denoiser.macs_per_pixel() + self.reflectance.macs_per_pixel()
+        if not backward:
+            return 2 * pixels * forward
+        first = self.denoiser.convs()[0]
+        image_grads = 2 * first.in_channels * first.out_channels * first.kernel_size[0] * first.kernel_size[1]
+        return 2 * pixels * (3 * forward - image_grads)
 
 
 def enhance(illumination: Tensor, reflectance: Tensor, gamma: float) -> Tensor:

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import hydra
@@ -21,6 +22,9 @@ from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
 from pairlie.speed import keep_freed_memory
 from pairlie.sweep import RESULT_FILE
+
+# Lightning 2.6 tests isinstance(..., LeafSpec), which torch 2.10+ deprecates: nothing a user can act on
+warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
 
 
 def instantiate_group(group: DictConfig | None) -> list:
