@@ -12,7 +12,9 @@ radius of context, channels-last, zero-padded convolutions with reflected border
 process with ``pairlie.speed.keep_freed_memory()`` as its CLIs set it. The parent alternates the
 workers round by round, so slow phases of a noisy machine hit both sides alike; every figure is a
 median over rounds after a warm-up, GPU timings synchronise. A third worker (full mode) runs
-pairlie's code with the default allocator, to say what each change contributes.
+pairlie's code with the default allocator, to say what each change contributes. Page faults per
+step or image and the kernel's share of each side's CPU time are reported with the timings: on a
+VM the cost of a page fault varies over the day, and with it the published code's speed.
 """
 
 from __future__ import annotations
@@ -165,7 +167,9 @@ class Side:
         image = load_image(sorted((self.data_dir / "LOL-test" / "low").glob("*.png"))[0])
         if image.shape[1:] != (height, width):
             image = torch.nn.functional.interpolate(image[None], (height, width), mode="bilinear")[0].clamp(0, 1)
+        before = self.usage()
         out = {"times": self.timed(lambda: self.enhance(image), count)}
+        out["usage"] = [b - a for a, b in zip(before, self.usage(), strict=True)]
         if keep:
             out["image"] = quantize(self.enhance(image))
         return out
@@ -193,6 +197,11 @@ class Side:
 
     def peak_rss_mb(self) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def usage(self) -> tuple[int, float, float]:
+        """Page faults, system and user CPU seconds of this process so far (all threads)."""
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_minflt + r.ru_majflt, r.ru_stime, r.ru_utime
 
 
 def serve(conn, kind: str, device: str, data: str, scene_limit: int | None) -> None:
@@ -228,24 +237,44 @@ class Worker:
         self.process.join()
 
 
-def alternate(workers: dict[str, Worker], name: str, rounds: int, *args, warmup: bool = True) -> dict[str, list[float]]:
+class Usage:
+    """Page faults per training step and the kernel's share of CPU time, per worker, over a phase."""
+
+    def __init__(self, workers: dict[str, Worker]) -> None:
+        self.workers = workers
+        self.start = {kind: worker("usage") for kind, worker in workers.items()}
+
+    def figures(self, calls: dict[str, int]) -> dict:
+        out = {}
+        for kind, worker in self.workers.items():
+            faults, system, user = (b - a for a, b in zip(self.start[kind], worker("usage"), strict=True))
+            out[f"{kind}_page_faults_per_step"] = round(faults / calls[kind])
+            out[f"{kind}_kernel_cpu_share"] = system / max(system + user, 1e-9)
+        return out
+
+
+def alternate(
+    workers: dict[str, Worker], name: str, rounds: int, *args, warmup: bool = True
+) -> tuple[dict[str, list[float]], Usage]:
     """Per-call times of ``name`` on every worker, the workers taking turns; a warm-up round first."""
     for worker in workers.values() if warmup else ():
         worker(name, *args)
+    usage = Usage(workers)
     times: dict[str, list[float]] = {kind: [] for kind in workers}
     for _ in range(rounds):
         for kind, worker in workers.items():
             times[kind] += worker(name, *args)
-    return times
+    return times, usage
 
 
 def med(times: list[float]) -> float:
     return statistics.median(times)
 
 
-def train_figures(times: dict[str, list[float]], batch: int) -> dict:
+def train_figures(timed: tuple[dict[str, list[float]], Usage], batch: int) -> dict:
+    times, usage = timed
     flop = TRAIN_FLOP_PER_PX * PATCH * PATCH * batch
-    out = {}
+    out = usage.figures({kind: len(t) for kind, t in times.items()})
     for kind, t in times.items():
         out[f"{kind}_pair_steps_per_s"] = batch / med(t)
         out[f"{kind}_gflops"] = flop / med(t) / 1e9
@@ -260,13 +289,18 @@ def infer_figures(workers: dict[str, Worker], height: int, width: int, rounds: i
         worker("infer", height, width, 1, False)
     times: dict[str, list[float]] = {kind: [] for kind in workers}
     images = {}
+    usage = {kind: [0, 0.0, 0.0] for kind in workers}
     for i in range(rounds):
         for kind, worker in workers.items():
             result = worker("infer", height, width, 1, i == 0)
             times[kind] += result["times"]
+            usage[kind] = [a + b for a, b in zip(usage[kind], result["usage"], strict=True)]
             images.setdefault(kind, result.get("image"))
     flop = FORWARD_FLOP_PER_PX * height * width
     out: dict = {"size": f"{width}x{height}"}
+    for kind, (faults, system, user) in usage.items():
+        out[f"{kind}_page_faults_per_image"] = round(faults / rounds)
+        out[f"{kind}_kernel_cpu_share"] = system / max(system + user, 1e-9)
     for kind, t in times.items():
         out[f"{kind}_s"] = med(t)
         out[f"{kind}_gflops"] = flop / med(t) / 1e9
@@ -318,8 +352,8 @@ def main() -> None:
         alternate(workers, "train", 1 if quick else 3, 1, args.batch), args.batch
     )
 
-    data_times = alternate(both, "data", rounds, 8)
-    step = med(alternate({"pairlie": workers["pairlie"]}, "train", 2, 2, 1)["pairlie"])
+    data_times = alternate(both, "data", rounds, 8)[0]
+    step = med(alternate({"pairlie": workers["pairlie"]}, "train", 2, 2, 1)[0]["pairlie"])
     result["data"] = {
         "reference_samples_per_s": 1 / med(data_times["reference"]),
         "pairlie_samples_per_s": 1 / med(data_times["pairlie"]),
