@@ -31,7 +31,12 @@ class ConvNet(nn.Module):
 
     def macs_per_pixel(self) -> int:
         """Multiply-adds of one forward pass per output pixel (every conv keeps the image size)."""
-        return sum(c.in_channels * c.out_channels * c.kernel_size[0] * c.kernel_size[1] for c in self.convs())
+        return sum(conv_macs(c) for c in self.convs())
+
+
+def conv_macs(conv: nn.Conv2d) -> int:
+    """Multiply-adds of ``conv`` per output pixel."""
+    return conv.in_channels * conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] // conv.groups
 
 
 class PairLIENet(nn.Module):
@@ -64,14 +69,12 @@ class PairLIENet(nn.Module):
         Forward: N, L, R on the first exposure and N, R on the second. Backward: the weight gradient
         of every conv, and the input gradient of every conv but N's first (the images need none).
         """
-        # N and R run on both exposures, L on the first only
-        forward = sum(net.macs_per_pixel() for net in (self.denoiser, self.illumination, self.reflectance))
-        forward += self.denoiser.macs_per_pixel() + self.reflectance.macs_per_pixel()
+        second = 2 * pixels * (self.denoiser.macs_per_pixel() + self.reflectance.macs_per_pixel())
+        forward = self.forward_flops(pixels) + second
         if not backward:
-            return 2 * pixels * forward
-        first = self.denoiser.convs()[0]
-        image_grads = 2 * first.in_channels * first.out_channels * first.kernel_size[0] * first.kernel_size[1]
-        return 2 * pixels * (3 * forward - image_grads)
+            return forward
+        # backward = twice the forward, less N's first input gradient on both exposures
+        return 3 * forward - 2 * (2 * pixels * conv_macs(self.denoiser.convs()[0]))
 
 
 def enhance(illumination: Tensor, reflectance: Tensor, gamma: float) -> Tensor:
