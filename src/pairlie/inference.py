@@ -81,8 +81,8 @@ class Enhancer:
         self.gamma = float(gamma)
         self.tile, self.overlap = tile, overlap
         self.dtype = torch.float16 if half else torch.float32
-        # Channels-last lets oneDNN/cuDNN pick faster kernels (1.8x on a 2-core AVX2 CPU); same arithmetic
-        # up to float rounding.
+        # Channels-last lets oneDNN/cuDNN pick faster kernels, same arithmetic up to float rounding: on a
+        # 2-core AVX2 CPU, 194 vs 173 GFLOP/s for the 64->64 convs and 48 vs 28 for 64->3, on a 66k-pixel band.
         self.net = net.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
 
     @classmethod
