@@ -62,6 +62,7 @@ def test_adam_and_step_schedule_as_published():
         ({"loss": {"fidelity": -5}}, "model.loss.fidelity"),
         ({"loss": {"fidelty": 5}}, "model.loss: unknown key"),
         ({"width": 0}, "model.width"),
+        ({"compile": "fast"}, "model.compile='fast'"),
     ],
 )
 def test_bad_settings_name_the_key(kwargs, key):
@@ -92,3 +93,23 @@ def test_flops_of_a_skipped_step_count_no_backward():
     im1, im2 = torch.full((1, 3, 16, 16), float("nan")), torch.rand(1, 3, 16, 16)
     counted = measure_flops(module, lambda: module.training_step((im1, im2), 0))
     assert module.flops_per_batch == counted < module.net.training_flops(256)
+
+
+@pytest.mark.slow  # compiling the three nets takes ~20 s on 2 CPU cores
+def test_compiled_training_step_matches_eager_and_keeps_checkpoint_keys():
+    torch.manual_seed(0)
+    eager, compiled = PairLIEModule(width=4), PairLIEModule(width=4, compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    im1, im2 = torch.rand(2, 1, 3, 32, 32)
+    losses, grads = [], []
+    for module in (eager, compiled):
+        loss = module.training_step((im1, im2), 0)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad for p in module.parameters()])
+    assert compiled.hparams.compile == "default"
+    assert type(compiled.step_nets()[0]).__name__ == "OptimizedModule" and eager.step_nets()[0] is eager.net.denoiser
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=0)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # no _orig_mod. prefixes
