@@ -113,3 +113,8 @@ def test_compiled_training_step_matches_eager_and_keeps_checkpoint_keys():
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
     assert list(compiled.state_dict()) == list(eager.state_dict())  # no _orig_mod. prefixes
+
+
+def test_compile_on_a_cpu_warns_that_it_is_slower():
+    with pytest.warns(UserWarning, match="model.compile on a CPU"):
+        PairLIEModule(width=4, compile="reduce-overhead").on_fit_start()
