@@ -88,6 +88,8 @@ class PairLIEModule(L.LightningModule):
         self.val_means = torch.nn.ModuleDict({k: MeanMetric() for k in ("psnr", "ssim", "input_psnr", "input_ssim")})
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        # FLOPs per pixel of a training step, of one without backward, of a validation forward: fixed by the nets
+        self._flops_per_pixel = (self.net.training_flops(1), self.net.training_flops(1, False), self.net.forward_flops(1))
         self._batch_flops = 0
         self._step_nets: tuple | None = None  # N, L, R as the training step calls them (compiled or not)
         self._input_scores: dict[str, tuple[float, float]] = {}
@@ -147,14 +149,14 @@ class PairLIEModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         im1, im2 = batch
         pixels = im1.shape[0] * im1.shape[2] * im1.shape[3]
-        self._batch_flops = self.net.training_flops(pixels)
+        self._batch_flops = pixels * self._flops_per_pixel[0]
         denoiser, illumination, reflectance = self.step_nets()
         denoised1 = denoiser(im1)
         illumination1, reflectance1 = illumination(denoised1), reflectance(denoised1)
         reflectance2 = reflectance(denoiser(im2))  # no loss uses the illumination of the second exposure
         terms = pairlie_losses(illumination1, reflectance1, denoised1, reflectance2, im1, self.weights)
         if not torch.isfinite(terms["total"]):
-            self._batch_flops = self.net.training_flops(pixels, backward=False)
+            self._batch_flops = pixels * self._flops_per_pixel[1]
             self._skip_step("loss")
             return None  # Lightning skips backward and the optimiser step
         self.log("train/loss", terms["total"], prog_bar=True, batch_size=im1.shape[0])
@@ -199,7 +201,7 @@ class PairLIEModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         low, high = batch["low"], batch["high"]
-        self._batch_flops = self.net.forward_flops(low.shape[0] * low.shape[2] * low.shape[3])
+        self._batch_flops = low.shape[0] * low.shape[2] * low.shape[3] * self._flops_per_pixel[2]
         illumination, reflectance, denoised = self.net(low)
         enhanced = enhance(illumination, reflectance, self.hparams.gamma)
         for i in range(low.shape[0]):
