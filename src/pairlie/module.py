@@ -89,7 +89,11 @@ class PairLIEModule(L.LightningModule):
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         # FLOPs per pixel of a training step, of one without backward, of a validation forward: fixed by the nets
-        self._flops_per_pixel = (self.net.training_flops(1), self.net.training_flops(1, False), self.net.forward_flops(1))
+        self._flops_per_pixel = (
+            self.net.training_flops(1),
+            self.net.training_flops(1, False),
+            self.net.forward_flops(1),
+        )
         self._batch_flops = 0
         self._step_nets: tuple | None = None  # N, L, R as the training step calls them (compiled or not)
         self._input_scores: dict[str, tuple[float, float]] = {}
