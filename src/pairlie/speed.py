@@ -11,7 +11,6 @@ log = logging.getLogger("pairlie")
 
 # glibc mallopt(3) parameters
 M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 # keep up to this much freed memory for reuse instead of giving it back to the kernel
 KEEP_FREED_BYTES = 1 << 30
@@ -25,9 +24,9 @@ def keep_freed_memory() -> bool:
     training step is page-faulted and zeroed by the kernel again: about 15,000 page faults per
     step, 10-20 % of the step on a 2-core machine. With ``mmap`` off and a high trim threshold the
     heap keeps the blocks and the next step reuses them (what jemalloc/tcmalloc do, as the PyTorch
-    CPU tuning guides recommend). Measured on 2 cores: batch-1 steps ~10 % faster, batch-8 steps
-    1.8x. The cost: memory once in use stays reserved by the process (peak RSS at batch 8 went from
-    1.7 to 2.1 GB). A no-op off glibc (macOS, Windows, musl).
+    CPU tuning guides recommend). Measured on 2 cores: batch-1 steps 4-16 % faster, batch-8 steps
+    1.8-2.1x. The cost: memory once in use stays reserved by the process (peak RSS at batch 8 went
+    from 1.7 to 2.1 GB). A no-op off glibc (macOS, Windows, musl).
     """
     if not sys.platform.startswith("linux"):
         return False

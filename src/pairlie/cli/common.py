@@ -10,11 +10,18 @@ from typing import Any
 from hydra.errors import InstantiationException
 
 from pairlie.errors import PairLIEError
+from pairlie.speed import keep_freed_memory
 
 # A package path, not a file path: it resolves the same after `pip install .` as in a checkout.
 CONFIG_PATH = "pkg://pairlie.configs"
 
 log = logging.getLogger("pairlie")
+
+
+def apply_speed_settings(cfg: Any) -> None:
+    """Process-wide settings a CLI's config asks for (``keep_freed_memory``; see :mod:`pairlie.speed`)."""
+    if cfg.get("keep_freed_memory"):
+        keep_freed_memory()
 
 
 def user_error(exc: BaseException) -> PairLIEError | None:

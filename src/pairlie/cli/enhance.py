@@ -9,17 +9,15 @@ import hydra
 from omegaconf import DictConfig
 
 from pairlie.batch import check_output, collect_inputs, enhance_files
-from pairlie.cli.common import CONFIG_PATH, run_reporting_errors
+from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, run_reporting_errors
 from pairlie.cli.test import resolve_checkpoint
 from pairlie.errors import ConfigError
 from pairlie.inference import Enhancer
-from pairlie.speed import keep_freed_memory
 
 
 def enhance(cfg: DictConfig) -> int:
     """Enhance ``cfg.input`` into ``cfg.output``; returns the number of files that failed."""
-    if cfg.get("keep_freed_memory"):
-        keep_freed_memory()
+    apply_speed_settings(cfg)
     if cfg.alpha not in ("keep", "drop"):
         raise ConfigError(f"alpha={cfg.alpha!r}: must be keep or drop")
     source, output = Path(cfg.input).expanduser(), Path(cfg.output).expanduser()

@@ -10,12 +10,11 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from pairlie.cli.common import CONFIG_PATH, log, run_reporting_errors
+from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, log, run_reporting_errors
 from pairlie.errors import ConfigError
 from pairlie.evaluation import evaluate, make_lpips, write_results
 from pairlie.inference import Enhancer
 from pairlie.runs import latest_checkpoint
-from pairlie.speed import keep_freed_memory
 
 
 def resolve_checkpoint(cfg: DictConfig) -> Path:
@@ -34,8 +33,7 @@ def test(cfg: DictConfig) -> dict:
             f"hydra.run.dir={out_dir}: holds the results of an earlier test run; choose another folder or pass overwrite=true"
         )
     checkpoint = resolve_checkpoint(cfg)
-    if cfg.get("keep_freed_memory"):
-        keep_freed_memory()
+    apply_speed_settings(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")

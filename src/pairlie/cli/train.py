@@ -17,10 +17,9 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pairlie.cli.common import CONFIG_PATH, log, run_reporting_errors
+from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, log, run_reporting_errors
 from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
-from pairlie.speed import keep_freed_memory
 from pairlie.sweep import RESULT_FILE
 
 # Lightning 2.6 tests isinstance(..., LeafSpec), which torch 2.10+ deprecates: nothing a user can act on
@@ -93,8 +92,7 @@ def check_writable(folder: Path) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model described by ``cfg``; returns the final validation metrics."""
-    if cfg.get("keep_freed_memory"):
-        keep_freed_memory()
+    apply_speed_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     check_writable(output_dir)
