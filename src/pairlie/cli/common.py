@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 
+from pairlie.cli.preflight import CliSpec, check
 from pairlie.errors import PairLIEError
 from pairlie.speed import keep_freed_memory
 
@@ -16,6 +21,17 @@ from pairlie.speed import keep_freed_memory
 CONFIG_PATH = "pkg://pairlie.configs"
 
 log = logging.getLogger("pairlie")
+STARTED = time.time()
+
+
+def run_cli(spec: CliSpec, hydra_main: Callable[[], Any]) -> None:
+    """A console script: check the command line (``--help``, one-line mistakes), then run the Hydra app."""
+    try:
+        check(sys.argv[1:], spec)
+    except PairLIEError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
 
 
 def apply_speed_settings(cfg: Any) -> None:
@@ -42,4 +58,27 @@ def run_reporting_errors(fn: Callable[..., Any], *args: Any) -> Any:
         if err is None:
             raise
         print(f"error: {err}", file=sys.stderr)
+        remove_unused_run_folder()
         sys.exit(2)
+
+
+def remove_unused_run_folder() -> None:
+    """After a refused run: remove the run folder Hydra made for it if it holds nothing but Hydra's own files.
+
+    Only a folder made by this process (every entry newer than its start) holding only ``.hydra/``
+    and the job's log goes; anything else, or an older folder given as ``hydra.run.dir``, stays.
+    """
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return
+    folder = Path(hydra_cfg.runtime.output_dir)
+    if not folder.is_dir() or folder.resolve() == Path.cwd().resolve():
+        return
+    ours = {".hydra", f"{hydra_cfg.job.name}.log"}
+    entries = list(folder.rglob("*"))
+    if any(p.relative_to(folder).parts[0] not in ours for p in entries):
+        return
+    if any(p.stat().st_mtime < STARTED - 1 for p in [folder, *entries]):
+        return
+    shutil.rmtree(folder, ignore_errors=True)

@@ -9,7 +9,8 @@ import hydra
 from omegaconf import DictConfig
 
 from pairlie.batch import check_output, collect_inputs, enhance_files
-from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, run_reporting_errors
+from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, run_cli, run_reporting_errors
+from pairlie.cli.preflight import CliSpec
 from pairlie.cli.test import resolve_checkpoint
 from pairlie.errors import ConfigError
 from pairlie.inference import Enhancer
@@ -38,10 +39,30 @@ def enhance(cfg: DictConfig) -> int:
     return len(failures)
 
 
+SPEC = CliSpec(
+    name="pairlie-enhance",
+    config_name="enhance",
+    summary="enhance a low-light photo, or a folder of them, of any size.",
+    usage="pairlie-enhance input=FILE|DIR output=DIR [ckpt_path=FILE] [model.gamma=G] [key=value ...]",
+    examples=[
+        "pairlie-enhance ckpt_path=PairLIE.pth input=photos/ output=enhanced/",
+        "pairlie-enhance ckpt_path=PairLIE.pth input=dark.jpg output=out/ model.gamma=0.14",
+        "pairlie-enhance input=photos/ output=out/ format=png overwrite=true   # latest pairlie-train run",
+    ],
+    key_files=[("enhance.yaml", "")],
+)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="enhance")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
+    """The Hydra app; exits 1 when some file could not be enhanced."""
     if run_reporting_errors(enhance, cfg):
         sys.exit(1)
+
+
+def main() -> None:
+    """Entry point of ``pairlie-enhance``."""
+    run_cli(SPEC, hydra_main)
 
 
 if __name__ == "__main__":

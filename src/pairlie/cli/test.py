@@ -10,7 +10,8 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, log, run_reporting_errors
+from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, log, run_cli, run_reporting_errors
+from pairlie.cli.preflight import CliSpec
 from pairlie.errors import ConfigError
 from pairlie.evaluation import evaluate, make_lpips, write_results
 from pairlie.inference import Enhancer
@@ -73,9 +74,30 @@ def test(cfg: DictConfig) -> dict:
     return metrics
 
 
+SPEC = CliSpec(
+    name="pairlie-test",
+    config_name="test",
+    summary="score a checkpoint on low/high pairs under the paper's protocol (PSNR, SSIM), writing metrics.json.",
+    usage="pairlie-test [ckpt_path=FILE] [data=lol|sice | data.test_dir=DIR] [model.gamma=G] [key=value ...]",
+    examples=[
+        "pairlie-test                                    # the latest pairlie-train run, on its demo pairs",
+        "pairlie-test ckpt_path=PairLIE.pth data=lol paths.data_dir=/data",
+        "pairlie-test -m ckpt_path=X.ckpt model.gamma=0.1,0.14,0.2",
+    ],
+    groups=["data"],
+    key_files=[("test.yaml", ""), ("data/default.yaml", "data.")],
+)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="test")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
+    """The Hydra app; returns the PSNR for Hydra sweepers."""
     return run_reporting_errors(test, cfg)["psnr"]
+
+
+def main() -> None:
+    """Entry point of ``pairlie-test``."""
+    run_cli(SPEC, hydra_main)
 
 
 if __name__ == "__main__":

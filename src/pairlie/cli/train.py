@@ -17,7 +17,8 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, log, run_reporting_errors
+from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, log, run_cli, run_reporting_errors
+from pairlie.cli.preflight import CliSpec
 from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
 from pairlie.sweep import RESULT_FILE
@@ -172,11 +173,34 @@ def report(trainer: L.Trainer, metrics: dict[str, float], output_dir: Path, val_
         print(f"checkpoint: {checkpoint.best_model_path or checkpoint.last_model_path}")
 
 
+SPEC = CliSpec(
+    name="pairlie-train",
+    config_name="train",
+    summary="train PairLIE on pairs of differently exposed low-light shots (Lightning + Hydra).",
+    usage="pairlie-train [-m] [experiment=sice|lol|demo] [data.train_dir=DIR data.val_dir=DIR] [key=value ...]",
+    examples=[
+        "pairlie-train                                   # the embedded demo set, ~minutes on a CPU",
+        "pairlie-train experiment=sice paths.data_dir=/data trainer=gpu",
+        "pairlie-train -m model.loss.fidelity=100,500,1000   # a sweep, one run folder per value",
+    ],
+    groups=["experiment", "data", "trainer", "logger", "callbacks", "hparams_search", "debug"],
+    key_files=[("train.yaml", ""), ("model/pairlie.yaml", "model."), ("data/default.yaml", "data.")],
+    extra_keys=[
+        "trainer.*                          any Lightning Trainer argument: max_epochs, devices, precision, ..."
+    ],
+)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Entry point of ``pairlie-train``; returns the validation PSNR for Hydra sweepers."""
+def hydra_main(cfg: DictConfig) -> float | None:
+    """The Hydra app; returns the validation PSNR for Hydra sweepers."""
     metrics = run_reporting_errors(train, cfg)
     return metrics.get("val/psnr")
+
+
+def main() -> None:
+    """Entry point of ``pairlie-train``."""
+    run_cli(SPEC, hydra_main)
 
 
 if __name__ == "__main__":

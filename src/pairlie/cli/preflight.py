@@ -1,0 +1,284 @@
+"""The command line checked before Hydra runs: a help page per CLI, and one line for each mistake.
+
+Hydra reports a misspelled key, a missing plugin or a mandatory key left out with a stack trace or
+a page of config paths, and it creates a run folder first. Here the overrides are composed once,
+in memory, and any mistake becomes ``error: <key>: <what is wrong>; <the fix>`` with exit status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pairlie.errors import ConfigError
+
+CONFIG_MODULE = "pairlie.configs"
+SWEEP_EXTRA = 'pip install "pairlie[sweep]"'
+# Hydra's own flags; the ones in the second set take a value
+HYDRA_FLAGS = {"--hydra-help", "--version", "--resolve", "--run", "-r", "--multirun", "-m", "--shell-completion", "-sc"}
+HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn"}
+HYDRA_VALUE_FLAGS |= {"--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
+
+
+@dataclass
+class CliSpec:
+    """What a CLI's help page says: its purpose, usage, examples and the keys it reads."""
+
+    name: str
+    config_name: str
+    summary: str
+    usage: str
+    examples: list[str]
+    groups: list[str] = field(default_factory=list)
+    # (config file, key prefix) whose keys and comments the help lists, in this order
+    key_files: list[tuple[str, str]] = field(default_factory=list)
+    extra_keys: list[str] = field(default_factory=list)
+
+
+def split_args(argv: list[str], spec: CliSpec) -> list[str]:
+    """The overrides in ``argv``; an option pairlie does not take, or a bare word, is a one-line error."""
+    overrides, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag in HYDRA_FLAGS or (flag in HYDRA_VALUE_FLAGS and "=" in arg):
+            continue
+        if flag in HYDRA_VALUE_FLAGS:
+            skip = True
+            continue
+        if arg.startswith("-"):
+            key = arg.lstrip("-").split("=", 1)[0].replace("-", "_") or "KEY"
+            raise ConfigError(
+                f"{arg}: {spec.name} takes key=value overrides, not --options: write {key}=VALUE "
+                f"(see {spec.name} --help)"
+            )
+        if "=" not in arg and not arg.startswith("~"):
+            hint = f"input={arg}" if "input" in _own_keys(spec) else f"KEY={arg}"
+            raise ConfigError(f"{arg}: {spec.name} takes key=value overrides: write {hint} (see {spec.name} --help)")
+        overrides.append(arg)
+    return overrides
+
+
+def _own_keys(spec: CliSpec) -> set[str]:
+    return {key for file, prefix in spec.key_files for key in yaml_comments(file, prefix)}
+
+
+def check(argv: list[str], spec: CliSpec) -> None:
+    """Raise a one-line :class:`ConfigError` for any mistake in ``argv``; print the help page for ``--help``."""
+    if "--help" in argv or "-h" in argv:
+        print(help_page(spec))
+        sys.exit(0)
+    overrides = split_args(argv, spec)
+    parser, parsed = OverridesParser.create(), []
+    for override in overrides:
+        try:
+            parsed += parser.parse_overrides([override])
+        except HydraException as exc:
+            raise ConfigError(
+                f"{override}: cannot parse ({_first_line(exc)}); quote values with brackets or commas"
+            ) from None
+    plain, swept = [], []
+    for override in parsed:
+        if not override.is_sweep_override():
+            plain.append(override.input_line)
+            continue
+        swept.append(override)
+        try:  # compose with the sweep's first value; an interval (Optuna) is checked by its key alone
+            plain.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
+        except Exception:
+            pass
+    cfg = _compose(spec, plain)
+    for override in swept:
+        key = override.key_or_group
+        if (
+            not override.is_add()
+            and not override.is_force_add()
+            and OmegaConf.select(cfg, key, default=_MISSING) is _MISSING
+        ):
+            raise ConfigError(_unknown_key(key, cfg, spec))
+    missing = [key for key in _missing_keys(cfg) if not key.startswith("hydra.")]
+    if missing:
+        given = " ".join(f"{k}=..." for k in missing)
+        raise ConfigError(f"{', '.join(missing)}: required; usage: {spec.usage} (missing: {given})")
+
+
+_MISSING = object()
+
+
+def _missing_keys(cfg: DictConfig) -> list[str]:
+    """Keys whose value is ``???`` (not resolving anything: Hydra's runtime values are not set yet)."""
+    return [key for key in leaf_keys(cfg) if _node(cfg, key)._is_missing()]
+
+
+def _node(cfg: DictConfig, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node._get_node(part)
+    return node
+
+
+def _compose(spec: CliSpec, overrides: list[str]) -> DictConfig:
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return compose(config_name=spec.config_name, overrides=overrides, return_hydra_config=True)
+    except MissingConfigException as exc:
+        raise ConfigError(_missing_config(exc, spec)) from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        text = str(exc)
+        match = re.search(r"Could not (?:override|append to config|delete from config)\. '?([\w./@-]+)", text)
+        match = match or re.search(r"Could not override '([^']+)'", text)
+        if match:
+            key = match.group(1)
+            rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+            try:
+                with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+                    base = compose(config_name=spec.config_name, overrides=rest, return_hydra_config=True)
+            except Exception:
+                base = None
+            if base is not None:
+                raise ConfigError(_unknown_key(key, base, spec)) from None
+        raise ConfigError(f"{_first_line(exc)} (see {spec.name} --help)") from None
+
+
+def _missing_config(exc: MissingConfigException, spec: CliSpec) -> str:
+    text = str(exc)
+    if re.search(r"hydra/(sweeper/optuna|launcher/(submitit|slurm))", text):
+        plugin = "the Optuna sweeper" if "optuna" in text else "the submitit launcher"
+        return f"{plugin} is not installed: {SWEEP_EXTRA} (for hparams_search=..., hydra/launcher=slurm|submitit_local)"
+    match = re.search(r"Could not find '([\w/]+)/([^'/]+)'", text)
+    if match:
+        group, choice = match.groups()
+        options = group_options(group)
+        if options:
+            close = difflib.get_close_matches(choice, options, n=1)
+            hint = f"did you mean {group}={close[0]}? " if close else ""
+            return f"{group}={choice}: no such choice; {hint}choose one of {', '.join(options)}"
+    return f"{_first_line(exc)} (see {spec.name} --help)"
+
+
+def _unknown_key(key: str, cfg: DictConfig, spec: CliSpec) -> str:
+    """``<key>: no such key; did you mean <close match>?`` (never a ``+`` for a key that cannot exist)."""
+    known = sorted(leaf_keys(cfg, include_hydra=key.startswith("hydra.")))
+    if key.startswith("trainer."):
+        # any Lightning Trainer argument is a valid trainer.* key, not only the preset's
+        name = key.split(".", 1)[1]
+        arguments = _trainer_arguments()
+        if name in arguments and key not in known:
+            return f"{key}: not in the trainer preset; add it with +{key}=VALUE (a Lightning Trainer argument)"
+        known = sorted(set(known) | {f"trainer.{a}" for a in arguments})
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if close:
+        return f"{key}: no such key; did you mean {close[0]}?"
+    return f"{key}: no such key in {spec.name}'s config; see {spec.name} --help for the keys it takes"
+
+
+def _trainer_arguments() -> list[str]:
+    from lightning.pytorch import Trainer
+
+    return [p for p in inspect.signature(Trainer.__init__).parameters if p != "self"]
+
+
+def leaf_keys(cfg: DictConfig, prefix: str = "", include_hydra: bool = False) -> Iterable[str]:
+    """Dotted paths of every leaf of ``cfg`` (values not resolved)."""
+    for key in cfg.keys():
+        if not include_hydra and not prefix and key == "hydra":
+            continue
+        path = f"{prefix}{key}"
+        node = cfg._get_node(key)
+        if (
+            isinstance(node, DictConfig)
+            and not node._is_none()
+            and not node._is_missing()
+            and not node._is_interpolation()
+        ):
+            yield from leaf_keys(node, f"{path}.", include_hydra)
+        else:
+            yield path
+
+
+def group_options(group: str) -> list[str]:
+    """The config files of a group (``data`` -> default, demo, lol, sice)."""
+    try:
+        folder = resources.files(CONFIG_MODULE).joinpath(group)
+        return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def yaml_comments(file: str, prefix: str = "") -> dict[str, tuple[str, str]]:
+    """``{dotted key: (default, comment)}`` of a config file's own keys, read from its text.
+
+    The comment is the one at the end of the key's line, else the comment lines just above it.
+    """
+    text = resources.files(CONFIG_MODULE).joinpath(file).read_text()
+    found, stack, above = {}, [], []
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            above.append(line.strip().lstrip("#").strip())
+            continue
+        match = re.match(r"^(\s*)([A-Za-z_]\w*):(?:\s+(.*?))?\s*$", line.split(" #")[0].rstrip())
+        comment = line.split(" #", 1)[1].strip() if " #" in line else " ".join(above)
+        above = []
+        if not match or match.group(2) in ("defaults", "hydra", "_target_", "_convert_", "task_name"):
+            if match and not match.group(1):
+                stack = [(0, None)]  # a skipped top-level block hides its children
+            continue
+        indent, key, value = len(match.group(1)), match.group(2), match.group(3) or ""
+        stack = [(i, k) for i, k in stack if i < indent]
+        if any(k is None for _, k in stack):
+            continue
+        path = ".".join([k for _, k in stack] + [key])
+        stack.append((indent, key))
+        if value:
+            found[f"{prefix}{path}"] = (value, comment)
+    return found
+
+
+def help_page(spec: CliSpec) -> str:
+    lines = [f"{spec.name}: {spec.summary}", "", f"usage: {spec.usage}", "", "examples:"]
+    lines += [f"  {example}" for example in spec.examples]
+    if spec.groups:
+        lines += ["", "config groups (group=choice):"]
+        for group in spec.groups:
+            lines.append(f"  {group:<15} {' | '.join(group_options(group))}")
+    lines += ["", "keys (key=value; defaults shown):"]
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(config_name=spec.config_name)
+    except Exception:
+        cfg = None
+    for file, prefix in spec.key_files:
+        for key, (value, comment) in yaml_comments(file, prefix).items():
+            if value == "???":
+                value = "(required)"
+            elif "${" in value and cfg is not None:
+                try:
+                    value = str(OmegaConf.select(cfg, key))
+                except Exception:
+                    pass
+            lines.append(f"  {key}={value}".ljust(36) + (f"  {comment}" if comment else ""))
+    for key in spec.extra_keys:
+        lines.append(f"  {key}")
+    lines += [
+        "",
+        "A multirun sweeps comma-separated values: -m key=a,b. Paths: see paths.log_dir (PAIRLIE_LOG_DIR).",
+        "--cfg job prints the composed config; --hydra-help is Hydra's own help. Docs: README.md.",
+    ]
+    return "\n".join(lines)
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
