@@ -3,52 +3,84 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 from rich.progress import track
 
 from pairlie.errors import ConfigError, DataError
-from pairlie.images import IMAGE_EXTENSIONS, quantize, read_rgb, save_image, to_tensor
+from pairlie.images import IMAGE_EXTENSIONS, WRITABLE_EXTENSIONS, frame_count, quantize, read_rgb, save_image, to_tensor
 from pairlie.inference import Enhancer
 
-ALPHA_FORMATS = frozenset({".png", ".tif", ".tiff"})
+ALPHA_FORMATS = frozenset({".png", ".tif", ".tiff", ".webp"})
+OUTPUT_FORMATS = {"same": None, "png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "tif": ".tif", "webp": ".webp"}
+READABLE = "png/jpg/jpeg/bmp/tif/tiff/webp/gif"
 
 
-def collect_inputs(source: str | Path) -> list[tuple[Path, Path]]:
-    """``(file, path relative to the output folder)`` for a file, or every image under a folder.
+@dataclass
+class Inputs:
+    """The images to enhance as ``(file, path relative to the output folder)``, and the files passed over."""
+
+    items: list[tuple[Path, Path]]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def collect_inputs(source: str | Path) -> Inputs:
+    """Every image of a file or a folder tree; other files are listed in ``skipped`` with the reason.
 
     Folders are walked without following symbolic links (no loops); a folder named like an image
     (``x.jpg/``) is walked, not read.
     """
     source = Path(source).expanduser()
     if source.is_file():
-        return [(source, Path(source.name))]
+        if source.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise DataError(f"input={source}: not an image pairlie reads ({READABLE})")
+        return Inputs([(source, Path(source.name))])
     if not source.is_dir():
         raise DataError(f"input={source}: no such file or folder")
-    items = []
+    found = Inputs([])
     for folder, dirs, files in os.walk(source, followlinks=False):
         dirs.sort()
         for name in sorted(files):
             path = Path(folder) / name
             if path.suffix.lower() in IMAGE_EXTENSIONS:
-                items.append((path, path.relative_to(source)))
-    if not items:
-        raise DataError(f"input={source}: no images (png/jpg/jpeg/bmp/tif) in this folder or below")
-    return items
+                found.items.append((path, path.relative_to(source)))
+            else:
+                found.skipped.append((path, f"not an image pairlie reads ({READABLE})"))
+    if not found.items:
+        raise DataError(f"input={source}: no images ({READABLE}) in this folder or below")
+    return found
 
 
-def check_output(source: Path, output: Path, items: list[tuple[Path, Path]], overwrite: bool) -> None:
-    """Refuse an output that would overwrite an input, or existing outputs unless ``overwrite``."""
+def output_path(rel: Path, fmt: str = "same") -> Path:
+    """Where an input's enhanced image goes, relative to the output folder, in format ``fmt``."""
+    if fmt not in OUTPUT_FORMATS:
+        raise ConfigError(f"format={fmt!r}: must be one of {', '.join(OUTPUT_FORMATS)}")
+    suffix = OUTPUT_FORMATS[fmt] or (rel.suffix if rel.suffix.lower() in WRITABLE_EXTENSIONS else ".png")
+    return rel.with_suffix(suffix) if suffix.lower() != rel.suffix.lower() else rel
+
+
+def check_output(
+    source: Path, output: Path, items: list[tuple[Path, Path]], overwrite: bool, fmt: str = "same"
+) -> None:
+    """Refuse an output that would overwrite an input, two inputs writing one file, or existing outputs unless ``overwrite``."""
     source, output = Path(source).expanduser().resolve(), Path(output).expanduser().resolve()
     if source.is_dir() and (output == source or output.is_relative_to(source)):
         raise ConfigError(f"output={output}: is inside input={source}; choose an output folder outside the input")
     # os.path.realpath, unlike Path.resolve, does not raise on a symlink loop
     inputs = {os.path.realpath(src) for src, _ in items}
-    targets = [output / rel for _, rel in items]
+    targets = [output / output_path(rel, fmt) for _, rel in items]
     clash = [t for t in targets if os.path.realpath(t) in inputs]
     if clash:
         raise ConfigError(f"output={output}: would overwrite the input {clash[0]}; choose another output folder")
+    seen: dict[Path, Path] = {}
+    for (src, _), target in zip(items, targets, strict=True):
+        if target in seen:
+            raise ConfigError(
+                f"format={fmt}: {seen[target].name} and {src.name} would both be written to {target}; use format=same"
+            )
+        seen[target] = src
     existing = [t for t in targets if t.exists() or t.is_symlink()]
     if existing and not overwrite:
         raise ConfigError(
@@ -63,17 +95,28 @@ def enhance_files(
     output: Path,
     keep_alpha: bool = True,
     jpeg_quality: int = 95,
-) -> list[tuple[Path, str]]:
-    """Enhance every item into ``output``; returns ``(file, reason)`` for each one that could not be read."""
-    failures = []
+    fmt: str = "same",
+) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """Enhance every item into ``output``.
+
+    Returns ``(failures, notes)``: ``(file, reason)`` for each file that could not be read, and
+    ``(file, note)`` for each one enhanced with a caveat (first frame of an animation, GIF as PNG).
+    """
+    failures, notes = [], []
     for src, rel in track(items, description="enhancing"):
         try:
             rgb, alpha = read_rgb(src, keep_alpha=keep_alpha)
         except DataError as exc:
             failures.append((src, str(exc).removeprefix(f"{src}: ")))
             continue
+        target = output_path(rel, fmt)
+        frames = frame_count(src)
+        if frames > 1:
+            notes.append((src, f"first of its {frames} frames/pages enhanced"))
+        if target.suffix.lower() != rel.suffix.lower() and fmt == "same":
+            notes.append((src, f"written as {target.suffix[1:].upper()} ({rel.suffix[1:].upper()} is not written)"))
         image = Image.fromarray(quantize(enhancer.decompose(to_tensor(rgb)).enhanced[0]))
-        if alpha is not None and rel.suffix.lower() in ALPHA_FORMATS:
+        if alpha is not None and target.suffix.lower() in ALPHA_FORMATS:
             image.putalpha(Image.fromarray(alpha))
-        save_image(image, Path(output) / rel, jpeg_quality)
-    return failures
+        save_image(image, Path(output) / target, jpeg_quality)
+    return failures, notes

@@ -13,7 +13,9 @@ from PIL import Image, ImageOps
 from pairlie.errors import DataError
 from pairlie.files import atomic_open
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+# formats an enhanced image is written in unchanged; others (GIF: 256 colours) are written as PNG
+WRITABLE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
 
 def is_image_file(path: Path) -> bool:
@@ -75,8 +77,10 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """H×W×3 uint8/uint16 array to a 3×H×W float32 tensor in [0, 1]."""
+    """H×W×3 uint8/uint16 array to a 3×H×W float32 tensor in [0, 1] (the array is never written to)."""
     scale = 65535.0 if rgb.dtype == np.uint16 else 255.0
+    if not rgb.flags.writeable:  # torch.from_numpy warns on read-only arrays (np.asarray of a PIL image)
+        rgb = rgb.copy()
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(scale)
 
 
@@ -97,6 +101,15 @@ def save_atomic(img: Image.Image, path: Path, **save_kwargs) -> None:
         img.save(fh, format=Image.registered_extensions().get(path.suffix.lower()), **save_kwargs)
 
 
+def frame_count(path: Path) -> int:
+    """Frames in an animated GIF/WebP or pages in a multi-page TIFF (1 for a still image), from the header."""
+    try:
+        with Image.open(path) as img:
+            return int(getattr(img, "n_frames", 1))
+    except Exception:
+        return 1
+
+
 def save_image(img: Image.Image | np.ndarray, path: Path, jpeg_quality: int = 95) -> None:
     """Save atomically in the format of ``path``'s extension; JPEG at ``jpeg_quality``, alpha dropped for JPEG."""
     if isinstance(img, np.ndarray):
@@ -105,6 +118,8 @@ def save_image(img: Image.Image | np.ndarray, path: Path, jpeg_quality: int = 95
     if path.suffix.lower() in (".jpg", ".jpeg"):
         img = img.convert("RGB")
         kwargs = {"quality": jpeg_quality, "subsampling": 0 if jpeg_quality >= 90 else -1}
+    elif path.suffix.lower() == ".webp":
+        kwargs = {"quality": jpeg_quality}
     elif path.suffix.lower() == ".bmp" and img.mode == "RGBA":
         img = img.convert("RGB")
     save_atomic(img, path, **kwargs)

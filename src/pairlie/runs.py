@@ -1,10 +1,25 @@
-"""Find the runs and checkpoints that ``pairlie-train`` left behind."""
+"""Run folders: find the runs and checkpoints ``pairlie-train`` left, decide what a new run resumes, report it."""
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
-from pairlie.errors import DataError
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pairlie.errors import ConfigError, DataError
+
+log = logging.getLogger("pairlie")
+
+# a full disk, a quota, a read-only or forbidden folder: the user's to fix, not a bug
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# what an automatically resumed run takes from the run folder's config.yaml unless given on the command line
+SCHEDULE_KEYS = ("trainer.max_epochs", "trainer.max_steps")
 
 
 def latest_checkpoint(log_dir: str | Path) -> Path:
@@ -22,3 +37,129 @@ def latest_checkpoint(log_dir: str | Path) -> Path:
         f"no ckpt_path given and no pairlie-train checkpoint under {runs_root}; "
         "pass ckpt_path=FILE (a pairlie .ckpt or the official PairLIE.pth)"
     )
+
+
+def resolve_checkpoint(cfg: DictConfig) -> Path:
+    """``cfg.ckpt_path``, else the latest ``pairlie-train`` checkpoint under ``paths.log_dir`` (said in one line)."""
+    if cfg.get("ckpt_path"):
+        return Path(cfg.ckpt_path).expanduser()
+    path = latest_checkpoint(cfg.paths.log_dir)
+    print(f"no ckpt_path given: using {path} (the latest pairlie-train run)")
+    return path
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, not at the first checkpoint, when the run folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"hydra.run.dir={folder}: cannot write here ({exc.strerror}); choose a writable hydra.run.dir or paths.log_dir"
+        ) from None
+
+
+def auto_resuming(cfg: DictConfig) -> bool:
+    """True when a run folder's ``last.ckpt`` is continued without ``ckpt_path``: ``auto_resume`` or a SLURM requeue."""
+    return bool(cfg.get("auto_resume") or os.environ.get("SLURM_RESTART_COUNT"))
+
+
+def resolve_resume(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """The checkpoint to resume from; refuses to start a fresh run over an earlier run's checkpoints."""
+    ckpt_dir = output_dir / "checkpoints"
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last":
+        path = ckpt_dir / "last.ckpt"
+        if not path.is_file():
+            raise ConfigError(
+                f"ckpt_path=last: no {path}; set hydra.run.dir to the folder of the run to resume, or give ckpt_path=FILE"
+            )
+        return path
+    if ckpt_path:
+        path = Path(ckpt_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={path}: no such file; give a pairlie .ckpt to resume, or ckpt_path=last")
+        return path
+    last = ckpt_dir / "last.ckpt"
+    if last.is_file() and auto_resuming(cfg):
+        log.info("auto_resume: continuing from %s", last)
+        return last
+    if ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")) and not cfg.get("overwrite"):
+        raise ConfigError(
+            f"hydra.run.dir={output_dir}: already holds a run's checkpoints; resume it with ckpt_path=last, "
+            "choose another hydra.run.dir, or pass overwrite=true"
+        )
+    return None
+
+
+def saved_schedule(cfg: DictConfig, output_dir: Path, given: list[str]) -> dict[str, Any]:
+    """The schedule of the run being auto-resumed, from its ``config.yaml``, for keys not in ``given`` overrides.
+
+    A requeued job is started again with the command that started it; the run's own schedule is
+    what it must finish, whatever defaults have changed since.
+    """
+    saved_file = output_dir / "config.yaml"
+    if not saved_file.is_file():
+        return {}
+    saved = OmegaConf.load(saved_file)
+    named = {o.lstrip("+~").split("=", 1)[0] for o in given}
+    schedule = {}
+    for key in SCHEDULE_KEYS:
+        value = OmegaConf.select(saved, key, default=None)
+        if key not in named and value is not None and value != OmegaConf.select(cfg, key, default=None):
+            schedule[key] = value
+    return schedule
+
+
+def checkpoint_progress(path: Path) -> tuple[int, int]:
+    """``(epochs finished, optimiser steps)`` of a Lightning checkpoint, as Lightning counts them when resuming.
+
+    Read with ``mmap``: the weights are not loaded.
+    """
+    try:
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # a checkpoint holding other objects (e.g. a callback's state)
+            saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:
+        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({type(exc).__name__})") from None
+    step = int(saved.get("global_step", 0))
+    try:
+        # Lightning stops when epoch_progress.current.processed reaches max_epochs
+        epochs = int(saved["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        epochs = int(saved.get("epoch", 0))
+    return epochs, step
+
+
+def check_resumable(path: Path, cfg: DictConfig) -> None:
+    """Say in one line when resuming would train nothing: the checkpoint already reached this run's end."""
+    epochs, step = checkpoint_progress(path)
+    max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
+    if (max_epochs is not None and max_epochs >= 0 and epochs >= max_epochs) or (max_steps and 0 < max_steps <= step):
+        raise ConfigError(
+            f"ckpt_path={path}: the checkpoint has finished {epochs} epoch(s), step {step}: already at trainer.max_epochs="
+            f"{max_epochs} / trainer.max_steps={max_steps}, nothing to train; resume with the original run's overrides "
+            "or raise them"
+        )
+
+
+def summary_lines(metrics: dict[str, float], output_dir: Path, val_count: int, checkpoint: str | None) -> list[str]:
+    """The end-of-run block: scores, run folder, checkpoint, and the commands to look, test and enhance next."""
+    lines = ["", "pairlie-train finished"]
+    if "val/psnr" in metrics:
+        lines.append(
+            f"  validation ({val_count} images): input {metrics['val/input_psnr']:.2f} dB / SSIM "
+            f"{metrics['val/input_ssim']:.4f}  ->  enhanced {metrics['val/psnr']:.2f} dB / SSIM {metrics['val/ssim']:.4f}"
+        )
+    lines.append(f"  run folder:  {output_dir}")
+    if checkpoint:
+        lines.append(f"  checkpoint:  {checkpoint}")
+    lines.append("next:")
+    if (output_dir / "tensorboard").is_dir():
+        lines.append(f"  tensorboard --logdir {output_dir / 'tensorboard'}")
+    if checkpoint:
+        lines.append(f"  pairlie-test ckpt_path={checkpoint}")
+        lines.append(f"  pairlie-enhance ckpt_path={checkpoint} input=PHOTOS output=OUT")
+    return lines

@@ -11,9 +11,9 @@ from omegaconf import DictConfig
 from pairlie.batch import check_output, collect_inputs, enhance_files
 from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, run_cli, run_reporting_errors
 from pairlie.cli.preflight import CliSpec
-from pairlie.cli.test import resolve_checkpoint
 from pairlie.errors import ConfigError
 from pairlie.inference import Enhancer
+from pairlie.runs import resolve_checkpoint
 
 
 def enhance(cfg: DictConfig) -> int:
@@ -22,8 +22,9 @@ def enhance(cfg: DictConfig) -> int:
     if cfg.alpha not in ("keep", "drop"):
         raise ConfigError(f"alpha={cfg.alpha!r}: must be keep or drop")
     source, output = Path(cfg.input).expanduser(), Path(cfg.output).expanduser()
-    items = collect_inputs(source)
-    check_output(source, output, items, cfg.overwrite)
+    inputs = collect_inputs(source)
+    items = inputs.items
+    check_output(source, output, items, cfg.overwrite, cfg.format)
     enhancer = Enhancer.from_checkpoint(
         resolve_checkpoint(cfg),
         gamma=cfg.model.gamma,
@@ -32,8 +33,14 @@ def enhance(cfg: DictConfig) -> int:
         tile=cfg.tile,
         overlap=cfg.overlap,
     )
-    failures = enhance_files(enhancer, items, output, keep_alpha=cfg.alpha == "keep", jpeg_quality=cfg.jpeg_quality)
+    failures, notes = enhance_files(
+        enhancer, items, output, keep_alpha=cfg.alpha == "keep", jpeg_quality=cfg.jpeg_quality, fmt=cfg.format
+    )
     print(f"enhanced {len(items) - len(failures)} of {len(items)} image(s) into {output} (gamma {enhancer.gamma:g})")
+    for path, note in notes:
+        print(f"note: {path}: {note}")
+    for path, reason in inputs.skipped:
+        print(f"skipped: {path}: {reason}")
     for path, reason in failures:
         print(f"failed: {path}: {reason}", file=sys.stderr)
     return len(failures)

@@ -15,15 +15,7 @@ from pairlie.cli.preflight import CliSpec
 from pairlie.errors import ConfigError
 from pairlie.evaluation import evaluate, make_lpips, write_results
 from pairlie.inference import Enhancer
-from pairlie.runs import latest_checkpoint
-
-
-def resolve_checkpoint(cfg: DictConfig) -> Path:
-    if cfg.get("ckpt_path"):
-        return Path(cfg.ckpt_path).expanduser()
-    path = latest_checkpoint(cfg.paths.log_dir)
-    print(f"no ckpt_path given: using {path} (the latest pairlie-train run)")
-    return path
+from pairlie.runs import resolve_checkpoint
 
 
 def test(cfg: DictConfig) -> dict:

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
-import errno
 import json
+import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pairlie.callbacks import quiet_lightning
 from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, log, run_cli, run_reporting_errors
 from pairlie.cli.preflight import CliSpec
 from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
+from pairlie.runs import (
+    WRITE_ERRORS,
+    auto_resuming,
+    check_resumable,
+    check_writable,
+    resolve_resume,
+    saved_schedule,
+    summary_lines,
+)
 from pairlie.sweep import RESULT_FILE
 
 # Lightning 2.6 tests isinstance(..., LeafSpec), which torch 2.10+ deprecates: nothing a user can act on
@@ -32,74 +43,24 @@ def instantiate_group(group: DictConfig | None) -> list:
     return [instantiate(c) for c in (group or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
-# a full disk, a quota, a read-only or forbidden folder: the user's to fix, not a bug
-WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-
-
-def resolve_resume(cfg: DictConfig, output_dir: Path) -> Path | None:
-    """The checkpoint to resume from; refuses to start a fresh run over an earlier run's checkpoints."""
-    ckpt_dir = output_dir / "checkpoints"
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "last":
-        path = ckpt_dir / "last.ckpt"
-        if not path.is_file():
-            raise ConfigError(
-                f"ckpt_path=last: no {path}; set hydra.run.dir to the folder of the run to resume, or give ckpt_path=FILE"
-            )
-        return path
-    if ckpt_path:
-        path = Path(ckpt_path).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"ckpt_path={path}: no such file; give a pairlie .ckpt to resume, or ckpt_path=last")
-        return path
-    last = ckpt_dir / "last.ckpt"
-    if last.is_file() and (cfg.get("auto_resume") or os.environ.get("SLURM_RESTART_COUNT")):
-        log.info("auto_resume: continuing from %s", last)
-        return last
-    if ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")) and not cfg.get("overwrite"):
-        raise ConfigError(
-            f"hydra.run.dir={output_dir}: already holds a run's checkpoints; resume it with ckpt_path=last, "
-            "choose another hydra.run.dir, or pass overwrite=true"
-        )
-    return None
-
-
-def check_resumable(path: Path, cfg: DictConfig) -> None:
-    """Say in one line when a checkpoint is already past this run's end (Lightning would raise deep inside fit)."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({type(exc).__name__})") from None
-    epoch, step = saved.get("epoch", 0), saved.get("global_step", 0)
-    max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
-    if (max_epochs is not None and max_epochs >= 0 and epoch >= max_epochs) or (max_steps and 0 < max_steps <= step):
-        raise ConfigError(
-            f"ckpt_path={path}: the checkpoint is at epoch {epoch}, step {step}, already past trainer.max_epochs="
-            f"{max_epochs} / trainer.max_steps={max_steps}; resume with the original run's overrides or raise them"
-        )
-
-
-def check_writable(folder: Path) -> None:
-    """Fail before training, not at the first checkpoint, when the run folder cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise ConfigError(
-            f"hydra.run.dir={folder}: cannot write here ({exc.strerror}); choose a writable hydra.run.dir or paths.log_dir"
-        ) from None
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model described by ``cfg``; returns the final validation metrics."""
     apply_speed_settings(cfg)
-    L.seed_everything(cfg.seed, workers=True)
+    quiet_lightning()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     check_writable(output_dir)
     resume = resolve_resume(cfg, output_dir)
+    if resume is not None and not cfg.get("ckpt_path") and auto_resuming(cfg):
+        schedule = saved_schedule(cfg, output_dir, list(HydraConfig.get().overrides.task))
+        if schedule:
+            log.info("auto_resume: the run's own schedule from its config.yaml: %s", schedule)
+            with open_dict(cfg):
+                for key, value in schedule.items():
+                    OmegaConf.update(cfg, key, value)
     if resume is not None:
         check_resumable(resume, cfg)
+    check_deterministic(cfg)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     # Check and load every file now, so bad data stops the run before the trainer starts.
@@ -115,6 +76,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not loggers:  # Lightning refuses a learning-rate monitor with nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if in_submitit_job() and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        # strategy=ddp would re-run the submitit entry point with Hydra's arguments, which it rejects
+        log.warning("trainer.strategy=ddp inside a submitit job that runs one task: using ddp_spawn for its ranks")
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy="ddp_spawn")
     if isinstance(trainer.accelerator, CPUAccelerator) and "bf16" in str(trainer.precision):
         log.warning(
             "trainer.precision=%s on a CPU: without native bf16 this runs ~50x slower than 32-true", trainer.precision
@@ -136,7 +101,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             model.hparams.optimizer["lr"],
             " (scale_lr)" if cfg.get("scale_lr") else "",
         )
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    if trainer.is_global_zero:  # ranks started by torchrun/srun share the folder: one writer
+        write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     log.info("run folder: %s", output_dir)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
@@ -159,18 +125,35 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def report(trainer: L.Trainer, metrics: dict[str, float], output_dir: Path, val_count: int) -> None:
-    """Rank 0: write val_metrics.json (read by sweep summaries) and print the scores and checkpoint."""
-    write_atomic(output_dir / RESULT_FILE, json.dumps(metrics, indent=2) + "\n")
-    if "val/psnr" in metrics:
-        print(
-            f"validation ({val_count} images): "
-            f"input {metrics['val/input_psnr']:.2f} dB / SSIM {metrics['val/input_ssim']:.4f}  ->  "
-            f"enhanced {metrics['val/psnr']:.2f} dB / SSIM {metrics['val/ssim']:.4f}"
+def check_deterministic(cfg: DictConfig) -> None:
+    """``trainer.deterministic=true`` on a GPU fails at the first backward: CUDA's reflection-pad backward has no
+    deterministic kernel. Refuse it before training."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if cfg.trainer.get("deterministic") is True and on_gpu:
+        raise ConfigError(
+            "trainer.deterministic=true: PairLIE's reflection padding has no deterministic CUDA backward, so the first "
+            "step would fail; use trainer.deterministic=warn (deterministic where possible) or false"
         )
-    checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and (checkpoint.best_model_path or checkpoint.last_model_path):
-        print(f"checkpoint: {checkpoint.best_model_path or checkpoint.last_model_path}")
+
+
+def in_submitit_job() -> bool:
+    """True inside a job started by hydra/launcher=submitit_* (submitit sets SUBMITIT_EXECUTOR)."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
+
+
+def report(trainer: L.Trainer, metrics: dict[str, float], output_dir: Path, val_count: int) -> None:
+    """Rank 0: write val_metrics.json (read by sweep summaries); print and log the end-of-run block."""
+    write_atomic(output_dir / RESULT_FILE, json.dumps(metrics, indent=2) + "\n")
+    callback = trainer.checkpoint_callback
+    checkpoint = (callback.best_model_path or callback.last_model_path) if callback is not None else None
+    lines = summary_lines(metrics, output_dir, val_count, checkpoint)
+    print("\n".join(lines), flush=True)
+    # into train.log too, but not a second time onto the terminal
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            for line in lines[1:]:
+                handler.handle(logging.LogRecord("pairlie", logging.INFO, __file__, 0, line.strip(), None, None))
 
 
 SPEC = CliSpec(
