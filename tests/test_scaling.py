@@ -2,17 +2,13 @@
 
 import importlib.util
 import json
-import os
-import signal
 import subprocess
-import time
 
 import pytest
-import torch
 import yaml
 from hydra import compose, initialize_config_module
 
-from test_reliability import TRAIN, _train_cmd, _wait_for
+from test_reliability import TRAIN
 
 has_submitit = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
 has_optuna = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
@@ -21,29 +17,26 @@ TINY = ["debug=quick", "model.width=4", "logger=none", "callbacks.rich_progress_
 
 
 def sweep(tmp_path, scene_tree, paired_tree, *args):
-    return subprocess.run(
-        [
-            TRAIN,
-            "-m",
-            *args,
-            *TINY,
-            f"data.train_dir={scene_tree}",
-            f"data.val_dir={paired_tree}",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        ],
+    """A multirun as users type it (no hydra.sweep.dir), from ``tmp_path``; the result and its sweep folder."""
+    result = subprocess.run(
+        [TRAIN, "-m", *args, *TINY, f"data.train_dir={scene_tree}", f"data.val_dir={paired_tree}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
     )
+    folders = list((tmp_path / "logs" / "train" / "multiruns").glob("*"))
+    return result, folders[0] if len(folders) == 1 else None
 
 
 @needs_train
 @pytest.mark.skipif(not has_submitit, reason='needs pip install "pairlie[sweep]" (hydra-submitit-launcher)')
 def test_submitit_local_launcher_runs_one_job_per_point(tmp_path, scene_tree, paired_tree):
-    result = sweep(tmp_path, scene_tree, paired_tree, "hydra/launcher=submitit_local", "model.loss.fidelity=100,500")
+    result, folder = sweep(
+        tmp_path, scene_tree, paired_tree, "hydra/launcher=submitit_local", "model.loss.fidelity=100,500"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
     assert sorted(r["swept"] for r in summary) == ["model.loss.fidelity=100", "model.loss.fidelity=500"]
     assert all(isinstance(r["val/psnr"], float) for r in summary)
 
@@ -51,9 +44,9 @@ def test_submitit_local_launcher_runs_one_job_per_point(tmp_path, scene_tree, pa
 @needs_train
 @pytest.mark.skipif(not has_optuna, reason='needs pip install "pairlie[sweep]" (hydra-optuna-sweeper)')
 def test_optuna_search_over_loss_weights_writes_the_best_parameters(tmp_path, scene_tree, paired_tree):
-    result = sweep(tmp_path, scene_tree, paired_tree, "hparams_search=loss_weights", "hydra.sweeper.n_trials=2")
+    result, folder = sweep(tmp_path, scene_tree, paired_tree, "hparams_search=loss_weights", "hydra.sweeper.n_trials=2")
     assert result.returncode == 0, result.stderr[-3000:]
-    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    best = yaml.safe_load((folder / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {
         "model.loss.consistency",
         "model.loss.retinex",
@@ -61,7 +54,7 @@ def test_optuna_search_over_loss_weights_writes_the_best_parameters(tmp_path, sc
         "model.gamma",
     }
     assert 50 <= best["best_params"]["model.loss.fidelity"] <= 5000
-    runs = [json.loads((tmp_path / "sweep" / j / "val_metrics.json").read_text())["val/psnr"] for j in ("0", "1")]
+    runs = [json.loads((folder / j / "val_metrics.json").read_text())["val/psnr"] for j in ("0", "1")]
     assert best["best_value"] == pytest.approx(max(runs))
 
 
@@ -85,29 +78,8 @@ def test_slurm_preset_takes_its_resources_from_the_environment(monkeypatch):
 
 
 @needs_train
-def test_auto_resume_continues_a_killed_run_in_its_folder(tmp_path, scene_tree, paired_tree):
-    run = tmp_path / "run"
-    cmd = _train_cmd(tmp_path, scene_tree, paired_tree, run, "auto_resume=true")
-    proc = subprocess.Popen(
-        [*cmd, "trainer.max_epochs=1000"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    last = run / "checkpoints" / "last.ckpt"
-    _wait_for(last, proc)
-    time.sleep(1.0)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    killed_at = torch.load(last, weights_only=False)["global_step"]
-    again = subprocess.run(
-        [*cmd, f"trainer.max_steps={killed_at + 2}"], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "auto_resume: continuing from" in (run / "train.log").read_text()
-    assert torch.load(last, weights_only=False)["global_step"] == killed_at + 2
-
-
-@needs_train
 def test_ddp_spawn_inside_a_local_multirun_runs_each_point_once(tmp_path, scene_tree, paired_tree):
-    result = sweep(
+    result, folder = sweep(
         tmp_path,
         scene_tree,
         paired_tree,
@@ -118,7 +90,7 @@ def test_ddp_spawn_inside_a_local_multirun_runs_each_point_once(tmp_path, scene_
         "data.val_limit=null",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["0", "1"]
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["0", "1"]
     assert (result.stdout + result.stderr).count("Launching 2 jobs locally") == 1  # the sweep was not re-launched
     assert result.stdout.count("validation (") == 2
 

@@ -84,12 +84,12 @@ def test_gamma_multirun_writes_one_folder_each(tmp_path, tiny_ckpt):
             "model.gamma=0.1,0.2",
             f"ckpt_path={tiny_ckpt}",
             f"data.test_dir={data}",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ],
         tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    gammas = [json.loads((tmp_path / "sweep" / str(i) / "metrics.json").read_text())["gamma"] for i in (0, 1)]
+    (sweep,) = (tmp_path / "logs" / "test" / "multiruns").iterdir()  # as typed: no hydra.sweep.dir
+    gammas = [json.loads((sweep / str(i) / "metrics.json").read_text())["gamma"] for i in (0, 1)]
     assert gammas == [0.1, 0.2]
 
 

@@ -22,15 +22,24 @@ CONFIG_PATH = "pkg://pairlie.configs"
 
 log = logging.getLogger("pairlie")
 STARTED = time.time()
+# folders on the way to the run folder that existed before this process: a refused run leaves them
+_EXISTED: set[Path] = set()
+_LOG_DIR: Path | None = None
 
 
 def run_cli(spec: CliSpec, hydra_main: Callable[[], Any]) -> None:
     """A console script: check the command line (``--help``, one-line mistakes), then run the Hydra app."""
     try:
-        check(sys.argv[1:], spec)
+        cfg = check(sys.argv[1:], spec)
     except PairLIEError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    global _LOG_DIR
+    try:
+        log_dir = _LOG_DIR = Path(cfg.paths.log_dir).resolve()
+        _EXISTED.update(p for p in (log_dir, *log_dir.glob("*"), *log_dir.glob("*/*")) if p.is_dir())
+    except Exception:  # a log_dir that does not resolve here is Hydra's to report
+        pass
     hydra_main()
 
 
@@ -82,3 +91,11 @@ def remove_unused_run_folder() -> None:
     if any(p.stat().st_mtime < STARTED - 1 for p in [folder, *entries]):
         return
     shutil.rmtree(folder, ignore_errors=True)
+    # and the empty folders made on the way to it (logs/test/runs/), never one that was there before
+    for parent in folder.resolve().parents:
+        if _LOG_DIR is None or not parent.is_relative_to(_LOG_DIR) or parent in _EXISTED:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break

@@ -76,8 +76,11 @@ def _own_keys(spec: CliSpec) -> set[str]:
     return {key for file, prefix in spec.key_files for key in yaml_comments(file, prefix)}
 
 
-def check(argv: list[str], spec: CliSpec) -> None:
-    """Raise a one-line :class:`ConfigError` for any mistake in ``argv``; print the help page for ``--help``."""
+def check(argv: list[str], spec: CliSpec) -> DictConfig:
+    """Raise a one-line :class:`ConfigError` for any mistake in ``argv``; print the help page for ``--help``.
+
+    Returns the config composed from ``argv`` (a sweep's first values), unresolved.
+    """
     if "--help" in argv or "-h" in argv:
         print(help_page(spec))
         sys.exit(0)
@@ -113,6 +116,7 @@ def check(argv: list[str], spec: CliSpec) -> None:
     if missing:
         given = " ".join(f"{k}=..." for k in missing)
         raise ConfigError(f"{', '.join(missing)}: required; usage: {spec.usage} (missing: {given})")
+    return cfg
 
 
 _MISSING = object()

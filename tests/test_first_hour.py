@@ -1,0 +1,286 @@
+"""A newcomer's first hour: the README's commands, help pages, one-line mistakes, readable outputs."""
+
+import os
+import re
+import shlex
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+from PIL import Image
+
+from conftest import REPO, make_paired_tree, make_scene_tree, save_tiny_checkpoint
+from pairlie.cli import enhance as enhance_cli
+from pairlie.cli import test as test_cli
+from pairlie.cli import train as train_cli
+from pairlie.cli.preflight import check, group_options
+from pairlie.errors import ConfigError
+from pairlie.files import write_atomic
+
+BIN = Path(sys.executable).parent
+SPECS = {"pairlie-train": train_cli.SPEC, "pairlie-test": test_cli.SPEC, "pairlie-enhance": enhance_cli.SPEC}
+MAINS = {"pairlie-train": train_cli.main, "pairlie-test": test_cli.main, "pairlie-enhance": enhance_cli.main}
+PUBLISHED = {"max_epochs": 400, "repeats": 1, "lr": 1e-4, "step_size": 100, "factor": 0.5, "batch": 1, "patch": 128}
+GAMMA = {"lol": 0.14, "sice": 0.2}  # the authors' per data set; every other preset enhances with 0.2
+
+
+def run(cli: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / cli), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def readme_commands() -> list[list[str]]:
+    """Every pairlie-* command line in the README's bash blocks, split as a shell would (comments dropped)."""
+    text = (REPO / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[0] in SPECS:
+                commands.append(words)
+    return commands
+
+
+def test_the_readme_has_commands_for_every_cli():
+    assert {words[0] for words in readme_commands()} == set(SPECS)
+    assert sum(1 for words in readme_commands() if "-m" in words) >= 4  # the sweeps are among them
+
+
+@pytest.mark.parametrize("words", readme_commands(), ids=lambda words: " ".join(words)[:80])
+def test_every_readme_command_composes_as_written(words, monkeypatch, tmp_path):
+    """Each README command passes the same checks (keys, groups, plugins, required keys) the CLI makes first."""
+    monkeypatch.chdir(tmp_path)
+    argv = [w.replace("<time>", "2026-01-01_00-00-00") for w in words[1:]]
+    check(argv, SPECS[words[0]])
+
+
+@pytest.mark.parametrize("config", sorted(group_options("experiment")) + [f"data={d}" for d in group_options("data")])
+def test_every_experiment_and_data_preset_trains_its_published_settings(config):
+    """Discovered, not listed: a new preset is checked the day it is added."""
+    override = config if "=" in config else f"experiment={config}"
+    with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[override], return_hydra_config=True)
+    data = cfg.hydra.runtime.choices.data
+    assert cfg.model.gamma == GAMMA.get(data, 0.2)
+    assert cfg.data.gamma in (None, cfg.model.gamma)  # pairlie-test and training use the same gamma
+    schedule = {
+        "max_epochs": cfg.trainer.max_epochs,
+        "repeats": cfg.data.repeats,
+        "lr": cfg.model.optimizer.lr,
+        "step_size": cfg.model.scheduler.step_size,
+        "factor": cfg.model.scheduler.factor,
+        "batch": cfg.data.batch_size,
+        "patch": cfg.data.patch_size,
+    }
+    expected = {**PUBLISHED, "max_epochs": 4, "repeats": 2} if data == "demo" else PUBLISHED
+    assert schedule == expected
+
+
+def test_data_lol_alone_trains_with_lols_gamma_and_saves_it(tmp_path):
+    from hydra.utils import instantiate
+
+    with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["data=lol", "model.width=4"])
+    assert instantiate(cfg.model).hparams.gamma == 0.14  # what the checkpoint keeps
+
+
+@pytest.mark.parametrize("cli", sorted(SPECS))
+def test_help_says_what_the_cli_does_with_usage_examples_and_its_own_keys(cli, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [cli, "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        MAINS[cli]()
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{cli}: ") and "powered by Hydra" not in out
+    assert "\nusage: " in out and out.count(f"\n  {cli}") >= 3  # three examples
+    if cli == "pairlie-enhance":
+        assert "input=(required)" in out and "output=(required)" in out
+        assert not re.search(r"\b(trainer|callbacks|experiment|logger)\b", out)
+    if cli == "pairlie-train":
+        assert "model.loss.fidelity=500.0" in out and "experiment      demo | lol | sice" in out
+    assert not list(tmp_path.iterdir())  # --help writes nothing
+
+
+@pytest.mark.parametrize(
+    ("cli", "args", "message"),
+    [
+        ("pairlie-enhance", ["input=photos"], "error: output: required; usage: pairlie-enhance input="),
+        ("pairlie-test", ["data.test_dir=???"], "data.test_dir: required"),
+        (
+            "pairlie-train",
+            ["trainer.max_epoch=1"],
+            "error: trainer.max_epoch: no such key; did you mean trainer.max_epochs?",
+        ),
+        ("pairlie-train", ["model.loss.fidelty=1,2", "-m"], "did you mean model.loss.fidelity?"),
+        ("pairlie-train", ["modle.width=8"], "did you mean model.width?"),
+        ("pairlie-train", ["trainer.gradient_clip_val=1"], "add it with +trainer.gradient_clip_val=VALUE"),
+        ("pairlie-train", ["data=lol2"], "error: data=lol2: no such choice; did you mean data=lol?"),
+        ("pairlie-enhance", ["--input", "photos"], "takes key=value overrides, not --options: write input=VALUE"),
+        ("pairlie-enhance", ["photos/"], "write input=photos/"),
+        ("pairlie-train", ["model.width=["], "model.width=[: cannot parse"),
+    ],
+)
+def test_mistakes_are_one_line_and_leave_nothing_behind(cli, args, message, tmp_path, monkeypatch, capsys):
+    """The console script's main() in this process (the mistakes stop before Hydra runs anything)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [cli, *args])
+    with pytest.raises(SystemExit) as exit_info:
+        MAINS[cli]()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert "+trainer.max_epoch" not in err  # never suggest adding a key that cannot exist
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_mistake_through_the_installed_command_is_one_line(tmp_path):
+    result = run("pairlie-enhance", "--input", "photos", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: --input: pairlie-enhance takes key=value")
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [["hparams_search=loss_weights"], ["-m", "hydra/launcher=submitit_local"]])
+def test_missing_sweep_extra_says_what_to_install(args, tmp_path):
+    code = (
+        "import sys, hydra_plugins; hydra_plugins.__path__ = []\n"  # as if pairlie[sweep] were not installed
+        "from pairlie.cli.train import main; sys.argv = ['pairlie-train', *sys.argv[1:]]; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert 'pip install "pairlie[sweep]"' in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_refused_run_leaves_no_run_folder(tmp_path):
+    result = run("pairlie-test", "ckpt_path=missing.ckpt", cwd=tmp_path)
+    assert result.returncode == 2 and "ckpt_path=missing.ckpt: no such file" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_result_files_respect_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "metrics.json", "{}\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o666 & ~umask
+
+
+def test_enhanced_images_and_test_results_are_readable_by_the_group(tmp_path):
+    ckpt = save_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    pairs = make_paired_tree(tmp_path / "pairs")
+    env = {**os.environ}
+    code = "import os, sys; os.umask(0o002); from pairlie.cli.{0} import main; sys.argv = ['x', *sys.argv[1:]]; main()"
+    for cli, args in (
+        ("enhance", [f"ckpt_path={ckpt}", f"input={pairs / 'low'}", f"output={tmp_path / 'out'}"]),
+        ("test", [f"ckpt_path={ckpt}", f"data.test_dir={pairs}", f"hydra.run.dir={tmp_path / 'scores'}"]),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-c", code.format(cli), *args], cwd=tmp_path, capture_output=True, text=True, env=env
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+    written = [*(tmp_path / "out").iterdir(), *(tmp_path / "scores").glob("*.*"), *(tmp_path / "scores").glob("*/*")]
+    assert len(written) >= 6
+    assert all(stat.S_IMODE(p.stat().st_mode) & 0o060 == 0o060 for p in written if p.is_file())
+
+
+def test_training_ends_with_scores_folder_checkpoint_and_next_commands(tmp_path):
+    train, val = make_scene_tree(tmp_path / "train"), make_paired_tree(tmp_path / "val")
+    result = run(
+        "pairlie-train",
+        f"data.train_dir={train}",
+        f"data.val_dir={val}",
+        "data.demo_root=null",
+        "data.patch_size=32",
+        "model.width=4",
+        "trainer.max_epochs=2",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    checkpoint = next((run_dir / "checkpoints").glob("epoch*.ckpt"))
+    block = out[out.index("pairlie-train finished") :]
+    assert "validation (2 images): input" in block and f"run folder:  {run_dir}" in block
+    assert f"pairlie-test ckpt_path={checkpoint}" in block and f"pairlie-enhance ckpt_path={checkpoint}" in block
+    assert f"tensorboard --logdir {run_dir / 'tensorboard'}" in block
+    log = (run_dir / "train.log").read_text()
+    assert "validation (2 images): input" in log and log.count("pairlie-train finished") == 1
+    noise = ("💡", "GPU available: False", "TPU available", "Total FLOPs", "Seed set to", "val_means")
+    assert not [n for n in noise if n in out + result.stderr]
+    assert "Epoch 2/2" in out  # epochs counted 1..N, not 0..N-1
+
+
+def test_progress_bar_counts_epochs_from_one_and_the_whole_run():
+    from types import SimpleNamespace
+
+    from pairlie.callbacks import RunProgressBar, run_steps
+
+    trainer = SimpleNamespace(
+        max_epochs=4, max_steps=-1, num_training_batches=82, accumulate_grad_batches=1, global_step=0
+    )
+    bar = RunProgressBar()
+    bar._trainer = trainer
+    assert bar._get_train_description(0).strip() == "Epoch 1/4"
+    assert run_steps(trainer) == 328
+    trainer.max_steps = 100
+    assert run_steps(trainer) == 100
+
+
+def test_enhance_reads_webp_and_gif_names_what_it_skips_and_writes_no_run_folder(tmp_path):
+    ckpt = save_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray((rng.random((30, 40, 3)) * 80).astype(np.uint8)) for _ in range(3)]
+    for name in ("a.png", "b.webp", "c.bmp"):
+        frames[0].save(photos / name)
+    frames[0].save(photos / "d.gif", save_all=True, append_images=frames[1:])
+    (photos / "notes.txt").write_text("not a photo")
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run("pairlie-enhance", f"ckpt_path={ckpt}", f"input={photos}", "output=out", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert "enhanced 4 of 4 image(s)" in result.stdout
+    assert f"skipped: {photos / 'notes.txt'}: not an image pairlie reads" in result.stdout
+    assert f"note: {photos / 'd.gif'}: first of its 3 frames" in result.stdout
+    assert sorted(p.name for p in (work / "out").iterdir()) == ["a.png", "b.webp", "c.bmp", "d.png"]
+    assert sorted(p.name for p in work.iterdir()) == ["out"]  # no ./logs, no enhance.log
+    again = run("pairlie-enhance", f"ckpt_path={ckpt}", f"input={photos}", "output=jpg", "format=jpg", cwd=work)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in (work / "jpg").iterdir()) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    bad = run("pairlie-enhance", f"ckpt_path={ckpt}", f"input={photos}", "output=x", "format=gif", cwd=work)
+    assert bad.returncode == 2 and "format='gif': must be one of same, png" in bad.stderr
+
+
+def test_two_inputs_that_would_share_an_output_name_are_refused(tmp_path):
+    ckpt = save_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    photos = tmp_path / "photos"
+    for name in ("a.png", "a.jpg"):
+        photos.mkdir(exist_ok=True)
+        Image.new("RGB", (20, 20)).save(photos / name)
+    result = run("pairlie-enhance", f"ckpt_path={ckpt}", f"input={photos}", "output=out", "format=png", cwd=tmp_path)
+    assert result.returncode == 2 and "would both be written to" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_readonly_arrays_enhance_without_a_warning(recwarn):
+    from pairlie.images import to_tensor
+
+    array = np.asarray(Image.new("RGB", (8, 8)))
+    assert not array.flags.writeable
+    to_tensor(array)
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
+
+
+def test_preflight_rejects_an_unknown_key_in_a_sweep_without_running_it():
+    with pytest.raises(ConfigError, match=r"model\.loss\.fidelty: no such key; did you mean model\.loss\.fidelity\?"):
+        check(["-m", "model.loss.fidelty=interval(1,2)"], train_cli.SPEC)
