@@ -233,3 +233,13 @@ def test_the_training_order_follows_data_seed(scene_tree):
     assert order(1, epoch=1) != order(1)
     with pytest.raises(ConfigError, match=r"data.seed=-1: must be an integer >= 0"):
         PairLIEDataModule(train_dir="x", seed=-1)
+
+
+def test_a_compiled_model_trains_without_the_short_last_batch(scene_tree):
+    """Item 16: a short last batch would make torch.compile recompile (and record another CUDA graph)."""
+    dm = PairLIEDataModule(train_dir=str(scene_tree), patch_size=32, batch_size=2)  # 3 scenes: batches of 2 and 1
+    dm.setup("fit")
+    for compile, batches in ((None, [2, 1]), ("reduce-overhead", [2])):
+        module = SimpleNamespace(hparams={"compile": compile})
+        dm.trainer = SimpleNamespace(global_rank=0, world_size=1, lightning_module=module)
+        assert [len(im1) for im1, _ in dm.train_dataloader()] == batches

@@ -144,3 +144,14 @@ def test_a_gpu_index_past_the_gpu_count_is_one_line(monkeypatch):
         resolve_device("cuda:2")
     with pytest.raises(ConfigError, match="device='cuda:x'"):
         resolve_device("cuda:x")
+
+
+def test_a_gpu_runs_the_net_in_nchw(sharp_net, monkeypatch):
+    """Item 15: CUDA's ReflectionPad2d is NCHW-only, so channels-last would copy each feature map twice per layer."""
+    formats = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.nn.Module, "to", lambda net, *a, **k: formats.append(k["memory_format"]) or net)
+    Enhancer(sharp_net, device="cuda")
+    Enhancer(sharp_net, device="cpu")
+    assert formats == [torch.contiguous_format, torch.channels_last]

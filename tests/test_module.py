@@ -164,3 +164,15 @@ def test_validation_runs_through_the_enhancer_s_bounded_memory_path(monkeypatch)
     high = (low * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     module.validation_step({"low": low, "high": high, "name": ["a.png"]}, 5)
     assert streamed == [(1, 3, 17, 30)]
+
+
+def test_reduce_overhead_marks_each_training_step(monkeypatch):
+    """Item 16: CUDA-graph steps are marked, so a skipped step cannot leave torch guessing where one begins."""
+    marks = []
+    monkeypatch.setattr(torch, "compile", lambda net, mode=None: net)  # no compiling on a CPU test
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append("step"))
+    module = PairLIEModule(width=4, compile="reduce-overhead")
+    module.log = module.log_dict = lambda *args, **kwargs: None
+    for _ in range(2):
+        module.training_step((torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)), 0)
+    assert marks == ["step", "step"]

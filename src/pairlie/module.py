@@ -179,6 +179,10 @@ class PairLIEModule(L.LightningModule):
         pixels = im1.shape[0] * im1.shape[2] * im1.shape[3]
         self._batch_flops = pixels * self._flops_per_pixel[0]
         denoiser, illumination, reflectance = self.step_nets()
+        if self.hparams.get("compile") == "reduce-overhead":
+            # a new step: CUDA-graph outputs of the last one may be overwritten (skipped steps break the
+            # forward/backward rhythm torch's cudagraph trees infer steps from)
+            torch.compiler.cudagraph_mark_step_begin()
         denoised1 = denoiser(im1)
         illumination1, reflectance1 = illumination(denoised1), reflectance(denoised1)
         reflectance2 = reflectance(denoiser(im2))  # no loss uses the illumination of the second exposure

@@ -96,7 +96,7 @@ class PairLIEDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
         workers = self.hparams.num_workers
         rank, world = self._rank_and_world()
         if shuffle:
@@ -112,10 +112,17 @@ class PairLIEDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=workers > 0,
+            drop_last=drop_last and len(sampler) >= batch_size,  # never drop a rank's only batch
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+        # compiled nets would recompile for a short last batch's shape (and record another CUDA graph)
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True, drop_last=self._model_compiles())
+
+    def _model_compiles(self) -> bool:
+        """Whether the model being fitted runs ``torch.compile`` (``model.compile``)."""
+        module = getattr(self.trainer, "lightning_module", None)
+        return bool(getattr(module, "hparams", {}).get("compile"))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, 1, shuffle=False) if self.val_set is not None else []
