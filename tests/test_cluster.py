@@ -8,8 +8,9 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader
 
-from conftest import make_paired_tree
+from conftest import make_paired_tree, needs_cuda
 from pairlie.data import PairedImageDataset, discover_pairs
+from pairlie.inference import Enhancer
 from pairlie.module import PairLIEModule, TrainingDiverged
 
 
@@ -167,3 +168,32 @@ def test_gpu_memory_peak_is_training_s_per_epoch_and_the_max_over_ranks(monkeypa
     peak["bytes"] = 2 * 2**30  # training after validation, from the reset
     module.on_train_epoch_end()
     assert logged == [("perf/gpu_max_memory_gb", 3.0, {"sync_dist": True, "reduce_fx": "max"})]
+
+
+@needs_cuda
+def test_on_a_gpu_a_cpu_enhancer_reads_a_cuda_image_after_its_copy_lands(sharp_net):
+    """Item 11 on real hardware: the GPU->CPU copy is complete before the CPU reads it."""
+    image = torch.rand(3, 301, 257)
+    expected = Enhancer(sharp_net, device="cpu").enhance(image)
+    got = Enhancer(sharp_net, device="cpu").enhance(image.cuda())
+    assert got.is_cuda
+    torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0)
+
+
+@needs_cuda
+def test_on_a_gpu_16_mixed_warm_up_is_not_divergence():
+    """Items 2 and 13 on real hardware: cuda 16-mixed with fidelity 5000 trains with no non-finite steps counted."""
+    torch.manual_seed(0)
+    module = PairLIEModule(width=8, loss={"fidelity": 5000.0}, nonfinite_patience=3)
+    fit = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        precision="16-mixed",
+        max_steps=12,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    fit.fit(module, DataLoader(Pairs(n=12), batch_size=1))
+    assert module.nonfinite_total == 0 and fit.global_step == 12

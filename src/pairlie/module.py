@@ -224,7 +224,7 @@ class PairLIEModule(L.LightningModule):
             loss_bad = loss_bad.to(torch.float32)
             dist.all_reduce(loss_bad, op=dist.ReduceOp.MAX)
             loss_bad = loss_bad > 0
-        flags = torch.stack([loss_bad, nonfinite([p.grad for p in params])])
+        flags = torch.stack([loss_bad, nonfinite([p.grad for p in params]).to(device)])
         loss_bad, grads_bad = flags.tolist()  # the step's one host-device synchronisation
         scaler = self._grad_scaler()
         if scaler is not None and grads_bad and not loss_bad and scaler.get_scale() > 1:
