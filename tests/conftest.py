@@ -23,6 +23,9 @@ needs_shared = pytest.mark.skipif(
 )
 
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on the project's CI)")
+
+
 def write_image(path: Path, size=(48, 40), seed: int = 0, scale: float = 1.0) -> Path:
     """A random RGB image of ``size`` (W, H) at ``path``, brightness scaled by ``scale``."""
     rng = np.random.default_rng(seed)

@@ -1,6 +1,7 @@
 """Scene discovery, exposure-pair sampling, paired test sets and every bad-data message."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -177,3 +178,68 @@ def test_sice_test_pairs():
 
 def test_make_scene_tree_helper_is_valid(tmp_path):
     assert len(discover_scenes(make_scene_tree(tmp_path / "t"), 32)) == 3
+
+
+def _draws(dm: PairLIEDataModule, rank: int, world: int, epoch: int = 0, global_seed: int = 42) -> list[tuple]:
+    """(exposure 1, exposure 2, top, left) of every item ``rank`` trains on in ``epoch``, read off coordinate scenes."""
+    dm.trainer = SimpleNamespace(global_rank=rank, world_size=world)
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)
+    torch.manual_seed(global_seed)  # as seed_everything leaves every rank
+    draws = []
+    for im1, im2 in loader:
+        for a, b in zip(im1, im2, strict=True):
+            draws.append(
+                tuple(
+                    round(v * 255) for v in (a[2, 0, 0].item(), b[2, 0, 0].item(), a[0, 0, 0].item(), a[1, 0, 0].item())
+                )
+            )
+    return draws
+
+
+def test_random_draws_follow_seed_epoch_index_and_rank(tmp_path, monkeypatch):
+    """Item 9: ranks draw different exposures/crops; a seed, an epoch and a rank fix them, whatever the workers."""
+    for name in ("a", "b", "c", "d"):
+        write_coordinate_scene(tmp_path / "train" / name, exposures=4)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "42")  # as seed_everything(42) leaves it on every rank
+
+    def datamodule(**kwargs):
+        dm = PairLIEDataModule(train_dir=str(tmp_path / "train"), patch_size=32, batch_size=2, repeats=4, **kwargs)
+        dm.setup("fit")
+        return dm
+
+    dm = datamodule()
+    rank0, rank1 = _draws(dm, 0, 2), _draws(dm, 1, 2)
+    assert len(rank0) == len(rank1) == 8 and rank0 != rank1
+    assert len({d[2:] for d in rank0 + rank1}) > 12  # crops differ between items and ranks
+    assert _draws(datamodule(), 0, 2, global_seed=1) == rank0  # reproducible, whatever the global RNG
+    assert _draws(datamodule(num_workers=2), 1, 2) == rank1  # workers do not change the draws
+    assert _draws(dm, 0, 2, epoch=1) != rank0
+    assert _draws(datamodule(seed=42), 0, 2) == rank0 and _draws(datamodule(seed=7), 0, 2) != rank0
+
+
+def test_the_training_order_follows_data_seed(scene_tree):
+    """Item 9: the shuffled order comes from the seed (DistributedSampler's own seed was always 0)."""
+
+    def order(seed: int, epoch: int = 0) -> list[int]:
+        dm = PairLIEDataModule(train_dir=str(scene_tree), patch_size=32, repeats=10, seed=seed)
+        dm.setup("fit")
+        dm.trainer = SimpleNamespace(global_rank=0, world_size=2)
+        sampler = dm.train_dataloader().sampler
+        sampler.set_epoch(epoch)
+        return [key.index for key in sampler]
+
+    assert order(1) == order(1) != order(2)
+    assert order(1, epoch=1) != order(1)
+    with pytest.raises(ConfigError, match=r"data.seed=-1: must be an integer >= 0"):
+        PairLIEDataModule(train_dir="x", seed=-1)
+
+
+def test_a_compiled_model_trains_without_the_short_last_batch(scene_tree):
+    """Item 16: a short last batch would make torch.compile recompile (and record another CUDA graph)."""
+    dm = PairLIEDataModule(train_dir=str(scene_tree), patch_size=32, batch_size=2)  # 3 scenes: batches of 2 and 1
+    dm.setup("fit")
+    for compile, batches in ((None, [2, 1]), ("reduce-overhead", [2])):
+        module = SimpleNamespace(hparams={"compile": compile})
+        dm.trainer = SimpleNamespace(global_rank=0, world_size=1, lightning_module=module)
+        assert [len(im1) for im1, _ in dm.train_dataloader()] == batches

@@ -102,3 +102,56 @@ def test_bad_settings_are_refused(sharp_net):
         Enhancer(sharp_net, half=True, device="cpu")
     with pytest.raises(ConfigError, match="device='tpu'"):
         Enhancer(sharp_net, device="tpu")
+
+
+def test_the_caller_s_net_is_left_as_it_was(sharp_net):
+    """Item 8: the Enhancer works on a copy; the caller's net keeps its mode, layout and weights."""
+    sharp_net.train()
+    before = {k: (v.clone(), v.stride()) for k, v in sharp_net.state_dict().items()}
+    enhancer = Enhancer(sharp_net, device="cpu")
+    enhancer.enhance(torch.rand(3, 20, 20))
+    assert sharp_net.training and enhancer.net is not sharp_net and not enhancer.net.training
+    for key, value in sharp_net.state_dict().items():
+        assert value.stride() == before[key][1]  # not turned channels-last
+        torch.testing.assert_close(value, before[key][0], rtol=0, atol=0)
+
+
+def test_copies_to_the_cpu_are_blocking(sharp_net, monkeypatch):
+    """Item 11: a non-blocking GPU->CPU copy is read before it lands; only copies towards a GPU may be async."""
+    calls = []
+    original = torch.Tensor.to
+    monkeypatch.setattr(
+        torch.Tensor, "to", lambda t, *a, **k: calls.append(k.get("non_blocking")) or original(t, *a, **k)
+    )
+    for tile in ("auto", 16):
+        Enhancer(sharp_net, device="cpu", tile=tile).enhance(torch.rand(3, 30, 30))
+    assert calls and not any(calls)
+    from pairlie.inference import to_device
+
+    tensor = torch.rand(2)
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: k)
+    assert to_device(tensor, torch.device("cuda", 0), torch.float16) == {"non_blocking": True}
+    assert to_device(tensor, torch.device("cpu"), torch.float32) == {"non_blocking": False}
+
+
+def test_a_gpu_index_past_the_gpu_count_is_one_line(monkeypatch):
+    from pairlie.inference import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match=r"^device=cuda:2: this machine has 2 GPU\(s\), cuda:0 to cuda:1; pick one"):
+        resolve_device("cuda:2")
+    with pytest.raises(ConfigError, match="device='cuda:x'"):
+        resolve_device("cuda:x")
+
+
+def test_a_gpu_runs_the_net_in_nchw(sharp_net, monkeypatch):
+    """Item 15: CUDA's ReflectionPad2d is NCHW-only, so channels-last would copy each feature map twice per layer."""
+    formats = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.nn.Module, "to", lambda net, *a, **k: formats.append(k["memory_format"]) or net)
+    Enhancer(sharp_net, device="cuda")
+    Enhancer(sharp_net, device="cpu")
+    assert formats == [torch.contiguous_format, torch.channels_last]

@@ -86,13 +86,15 @@ def test_flops_per_batch_is_what_torch_counts_for_the_step(width):
     assert module.flops_per_batch == counted == module.net.forward_flops(17 * 30)
 
 
-def test_flops_of_a_skipped_step_count_no_backward():
+def test_a_non_finite_loss_still_runs_backward_with_every_gradient_nan():
+    """No host sync to branch on, and under DDP every rank must join the all-reduce: the step runs, poisoned."""
     from lightning.fabric.utilities.throughput import measure_flops
 
     module = PairLIEModule(width=8)
     im1, im2 = torch.full((1, 3, 16, 16), float("nan")), torch.rand(1, 3, 16, 16)
-    counted = measure_flops(module, lambda: module.training_step((im1, im2), 0))
-    assert module.flops_per_batch == counted < module.net.training_flops(256)
+    counted = measure_flops(module, lambda: module.training_step((im1, im2), 0), lambda loss: loss)
+    assert module.flops_per_batch == counted == module.net.training_flops(256)
+    assert all(torch.isnan(p.grad).all() for p in module.parameters())
 
 
 @pytest.mark.slow  # compiling the three nets takes ~20 s on 2 CPU cores
@@ -118,3 +120,59 @@ def test_compiled_training_step_matches_eager_and_keeps_checkpoint_keys():
 def test_compile_on_a_cpu_warns_that_it_is_slower():
     with pytest.warns(UserWarning, match="model.compile on a CPU"):
         PairLIEModule(width=4, compile="reduce-overhead").on_fit_start()
+
+
+def test_a_step_reads_the_device_once(monkeypatch):
+    """Item 14: one fused non-finite flag for the loss and all 30 gradients, read once (was one read per tensor)."""
+    torch.manual_seed(0)
+    module = PairLIEModule(width=4)
+    module.log = module.log_dict = lambda *args, **kwargs: None  # outside a Trainer
+    optimizer = module.configure_optimizers()["optimizer"]
+    reads = []
+    for name in ("item", "tolist", "__bool__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda t, *a, _o=original, _n=name: reads.append(_n) or _o(t, *a))
+    module.training_step((torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)), 0).backward()
+    module.on_before_optimizer_step(optimizer)
+    assert reads == ["tolist"] and module.nonfinite_total == 0
+
+
+def test_large_finite_gradients_are_kept_and_one_inf_is_caught():
+    """The fused flag is exact: a max-abs per tensor, which cannot overflow as a 2-norm of 1e30s would."""
+    module = PairLIEModule(width=4)
+    module.log = lambda *args, **kwargs: None
+    optimizer = module.configure_optimizers()["optimizer"]
+    for p in module.parameters():
+        p.grad = torch.full_like(p, 1e30)
+    module.on_before_optimizer_step(optimizer)
+    assert module.nonfinite_total == 0 and all(p.grad is not None for p in module.parameters())
+    params = list(module.parameters())
+    params[-1].grad.view(-1)[0] = float("-inf")
+    module.on_before_optimizer_step(optimizer)
+    assert module.nonfinite_total == 1 and all(p.grad is None for p in params)
+
+
+def test_validation_runs_through_the_enhancer_s_bounded_memory_path(monkeypatch):
+    """Validation of a huge image streams it in bands on a CPU (tiles on a GPU), as pairlie-test does."""
+    from pairlie import cpu
+
+    streamed = []
+    original = cpu.stream
+    monkeypatch.setattr(cpu, "stream", lambda net, image, *a: streamed.append(image.shape) or original(net, image, *a))
+    module = PairLIEModule(width=4)
+    low = torch.rand(1, 3, 17, 30)
+    high = (low * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    module.validation_step({"low": low, "high": high, "name": ["a.png"]}, 5)
+    assert streamed == [(1, 3, 17, 30)]
+
+
+def test_reduce_overhead_marks_each_training_step(monkeypatch):
+    """Item 16: CUDA-graph steps are marked, so a skipped step cannot leave torch guessing where one begins."""
+    marks = []
+    monkeypatch.setattr(torch, "compile", lambda net, mode=None: net)  # no compiling on a CPU test
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append("step"))
+    module = PairLIEModule(width=4, compile="reduce-overhead")
+    module.log = module.log_dict = lambda *args, **kwargs: None
+    for _ in range(2):
+        module.training_step((torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)), 0)
+    assert marks == ["step", "step"]

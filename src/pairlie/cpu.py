@@ -133,7 +133,8 @@ def stream(net: PairLIENet, image: Tensor, device: torch.device, dtype: torch.dt
         for top in range(0, height, band):
             last = top + band >= height
             rows = image[..., top : top + band, cleft:cright]
-            rows = rows.to(device, dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            # blocking: a non-blocking copy from a GPU image would be read before it arrived
+            rows = rows.to(device, dtype).contiguous(memory_format=torch.channels_last)
             denoised = _push(chains[0], rows, last)
             results = (_push(chains[1], denoised, last), _push(chains[2], denoised, last), denoised)
             for i, (full, out) in enumerate(zip(outputs, results, strict=True)):

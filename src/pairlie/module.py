@@ -7,12 +7,14 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
 from pairlie.errors import ConfigError, PairLIEError
+from pairlie.inference import Enhancer
 from pairlie.losses import LossWeights, pairlie_losses
 from pairlie.metrics import paper_scores
 from pairlie.nets import PairLIENet, enhance
@@ -30,6 +32,17 @@ def _merged(defaults: dict, given: Mapping | None, key: str) -> dict:
     if unknown:
         raise ConfigError(f"{key}: unknown key(s) {sorted(unknown)}; accepted: {sorted(defaults)}")
     return {**defaults, **given}
+
+
+def nonfinite(tensors: list[Tensor]) -> Tensor:
+    """A boolean tensor on the tensors' device: True when any element is NaN or infinite.
+
+    One fused max-abs reduction per tensor list and no host synchronisation; unlike a 2-norm, a
+    max-abs cannot overflow on large finite values.
+    """
+    if not tensors:
+        return torch.zeros((), dtype=torch.bool)
+    return ~torch.isfinite(torch.stack(torch._foreach_norm(tensors, float("inf")))).all()
 
 
 class TrainingDiverged(PairLIEError):
@@ -88,15 +101,14 @@ class PairLIEModule(L.LightningModule):
         self.val_means = torch.nn.ModuleDict({k: MeanMetric() for k in ("psnr", "ssim", "input_psnr", "input_ssim")})
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
-        # FLOPs per pixel of a training step, of one without backward, of a validation forward: fixed by the nets
-        self._flops_per_pixel = (
-            self.net.training_flops(1),
-            self.net.training_flops(1, False),
-            self.net.forward_flops(1),
-        )
+        # FLOPs per pixel of a training step and of a validation forward: fixed by the nets
+        self._flops_per_pixel = (self.net.training_flops(1), self.net.forward_flops(1))
         self._batch_flops = 0
+        self._loss_finite: Tensor | None = None  # of the steps since the last optimiser step, on the device
         self._step_nets: tuple | None = None  # N, L, R as the training step calls them (compiled or not)
         self._input_scores: dict[str, tuple[float, float]] = {}
+        self._train_peak_bytes = 0  # CUDA memory peak of this epoch's training steps before a validation
+        self._enhancer: Enhancer | None = None  # validation's copy of the net, made per validation run
 
     def on_fit_start(self) -> None:
         """Log the run's hyper-parameters with its validation metrics, so HParams compares a sweep's runs."""
@@ -129,9 +141,21 @@ class PairLIEModule(L.LightningModule):
         """FLOPs of the latest batch: Lightning's ThroughputMonitor logs ``device/flops_per_sec`` (and MFU on known GPUs)."""
         return self._batch_flops
 
+    def on_train_epoch_start(self) -> None:
+        self._train_peak_bytes = 0
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def on_validation_start(self) -> None:
+        # validation's full images would otherwise set the training peak: keep training's so far
+        if self.device.type == "cuda":
+            self._train_peak_bytes = max(self._train_peak_bytes, torch.cuda.max_memory_allocated(self.device))
+
     def on_train_epoch_end(self) -> None:
         if self.device.type == "cuda":
-            self.log("perf/gpu_max_memory_gb", torch.cuda.max_memory_allocated(self.device) / 2**30)
+            peak = max(self._train_peak_bytes, torch.cuda.max_memory_allocated(self.device))
+            # the largest rank's peak: the one that decides whether a batch size fits
+            self.log("perf/gpu_max_memory_gb", peak / 2**30, sync_dist=True, reduce_fx="max")
 
     def on_validation_end(self) -> None:
         metrics = self.trainer.callback_metrics
@@ -155,17 +179,27 @@ class PairLIEModule(L.LightningModule):
         pixels = im1.shape[0] * im1.shape[2] * im1.shape[3]
         self._batch_flops = pixels * self._flops_per_pixel[0]
         denoiser, illumination, reflectance = self.step_nets()
+        if self.hparams.get("compile") == "reduce-overhead":
+            # a new step: CUDA-graph outputs of the last one may be overwritten (skipped steps break the
+            # forward/backward rhythm torch's cudagraph trees infer steps from)
+            torch.compiler.cudagraph_mark_step_begin()
         denoised1 = denoiser(im1)
         illumination1, reflectance1 = illumination(denoised1), reflectance(denoised1)
         reflectance2 = reflectance(denoiser(im2))  # no loss uses the illumination of the second exposure
-        terms = pairlie_losses(illumination1, reflectance1, denoised1, reflectance2, im1, self.weights)
-        if not torch.isfinite(terms["total"]):
-            self._batch_flops = pixels * self._flops_per_pixel[1]
-            self._skip_step("loss")
-            return None  # Lightning skips backward and the optimiser step
-        self.log("train/loss", terms["total"], prog_bar=True, batch_size=im1.shape[0])
+        # fp32 losses under autocast too: in fp16, X / L.detach() overflows (past 65504) where L is small
+        with torch.autocast(self.device.type, enabled=False):
+            outputs = (illumination1, reflectance1, denoised1, reflectance2, im1)
+            terms = pairlie_losses(*(t.float() for t in outputs), self.weights)
+        total = terms["total"]
+        finite = torch.isfinite(total)
+        self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
+        self.log("train/loss", total, prog_bar=True, batch_size=im1.shape[0])
         self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "total"}, batch_size=im1.shape[0])
-        return terms["total"]
+        # A non-finite loss still goes through backward, multiplied by NaN so that every gradient is NaN:
+        # returning None would need a host sync here, and under DDP every rank must join the gradient
+        # all-reduce (Lightning refuses None there). on_before_optimizer_step then skips the step on
+        # every rank together. A finite loss is multiplied by exactly 1.
+        return total * torch.where(finite, 1.0, float("nan"))
 
     def step_nets(self) -> tuple:
         """N, L and R for the training step: wrapped by ``torch.compile`` once when ``model.compile`` is set.
@@ -180,15 +214,35 @@ class PairLIEModule(L.LightningModule):
         return self._step_nets
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        """Skip a step with a non-finite loss or gradient; with a GradScaler, leave overflowing gradients to it."""
         params = [p for p in self.parameters() if p.grad is not None]
-        if not params:
-            return  # the step was already skipped for a non-finite loss
-        if not all(torch.isfinite(p.grad).all() for p in params):
+        device = params[0].device if params else self.device
+        loss_bad = torch.zeros((), dtype=torch.bool, device=device) if self._loss_finite is None else ~self._loss_finite
+        self._loss_finite = None
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # ranks agree on whether a loss was non-finite anywhere (the gradients already agree after DDP's all-reduce)
+            loss_bad = loss_bad.to(torch.float32)
+            dist.all_reduce(loss_bad, op=dist.ReduceOp.MAX)
+            loss_bad = loss_bad > 0
+        flags = torch.stack([loss_bad, nonfinite([p.grad for p in params]).to(device)])
+        loss_bad, grads_bad = flags.tolist()  # the step's one host-device synchronisation
+        scaler = self._grad_scaler()
+        if scaler is not None and grads_bad and not loss_bad and scaler.get_scale() > 1:
+            # The scaler skips this step and lowers its scale: its warm-up (65536 down to what the
+            # gradients fit) is not divergence. At a scale of 1 or below the scaling no longer explains
+            # the overflow, so those steps count.
+            return
+        if loss_bad or grads_bad:
             for p in params:
                 p.grad = None  # Adam leaves parameters without gradients (and their moments) untouched
-            self._skip_step("gradient")
+            self._skip_step("loss" if loss_bad else "gradient")
         else:
             self.nonfinite_in_a_row = 0
+
+    def _grad_scaler(self) -> torch.amp.GradScaler | None:
+        """The precision plugin's GradScaler (16-mixed), or None (32-true, bf16-mixed, outside a Trainer)."""
+        trainer = self._trainer
+        return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
 
     def _skip_step(self, what: str) -> None:
         """Count a step with a non-finite loss or gradient; stop after ``nonfinite_patience`` in a row."""
@@ -205,9 +259,12 @@ class PairLIEModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         low, high = batch["low"], batch["high"]
-        self._batch_flops = low.shape[0] * low.shape[2] * low.shape[3] * self._flops_per_pixel[2]
-        illumination, reflectance, denoised = self.net(low)
-        enhanced = enhance(illumination, reflectance, self.hparams.gamma)
+        self._batch_flops = low.shape[0] * low.shape[2] * low.shape[3] * self._flops_per_pixel[1]
+        if self._enhancer is None:
+            # pairlie-test's path: fp32 under any autocast, memory bounded by a band or tile on huge images
+            self._enhancer = Enhancer(self.net, self.hparams.gamma, device=str(self.device))
+        out = self._enhancer.decompose(low)
+        illumination, reflectance, denoised, enhanced = out.illumination, out.reflectance, out.denoised, out.enhanced
         for i in range(low.shape[0]):
             ref = high[i].cpu().numpy()
             psnr, ssim = paper_scores(enhanced[i], ref)
@@ -223,7 +280,12 @@ class PairLIEModule(L.LightningModule):
         for key, metric in self.val_means.items():
             self.log(f"val/{key}", metric, batch_size=low.shape[0], prog_bar=key == "psnr")
         if batch_idx < self.hparams.log_images:
-            self._log_grid(batch["name"][0], low[0], illumination[0], reflectance[0], denoised[0], enhanced[0])
+            self._log_grid(batch["name"][0], low[0].cpu(), illumination[0], reflectance[0], denoised[0], enhanced[0])
+
+    def on_validation_epoch_end(self) -> None:
+        self._enhancer = None  # the next validation copies the weights trained by then
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # training after validation starts from its own peak
 
     def _log_grid(self, name: str, *images: Tensor) -> None:
         """Input | L | R | X | I side by side, for TensorBoard."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from pairlie.data.datasets import ExposurePairDataset, PairedImageDataset
 from pairlie.data.demo import build_demo
+from pairlie.data.sampling import SeededSampler, run_seed
 from pairlie.data.scenes import discover_pairs, discover_scenes
 from pairlie.errors import ConfigError
 
@@ -19,7 +20,9 @@ class PairLIEDataModule(L.LightningDataModule):
     Every folder is checked and every training image decoded in :meth:`setup`, so bad data stops
     the run with a one-line message before the first step. ``demo_root`` builds the embedded demo
     set there first when it is missing. ``gamma`` records the γ the authors used on this data
-    (LOL 0.14, SICE 0.2); ``pairlie-test`` uses it when ``model.gamma`` is not given.
+    (LOL 0.14, SICE 0.2); ``pairlie-test`` uses it when ``model.gamma`` is not given. Training
+    order, exposures, crops and flips follow from ``seed`` (null: the run's ``seed_everything``
+    seed), the epoch, the item and the rank (:mod:`pairlie.data.sampling`).
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class PairLIEDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         demo_root: str | None = None,
         gamma: float | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         for key, value in (("batch_size", batch_size), ("repeats", repeats)):
@@ -52,6 +56,8 @@ class PairLIEDataModule(L.LightningDataModule):
             )
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ConfigError(f"data.num_workers={num_workers!r}: must be an integer >= 0")
+        if seed is not None and (not isinstance(seed, int) or seed < 0):
+            raise ConfigError(f"data.seed={seed!r}: must be an integer >= 0, or null for the run's seed")
         self.save_hyperparameters(logger=False)
         self.train_set: ExposurePairDataset | None = None
         self.val_set: PairedImageDataset | None = None
@@ -90,27 +96,33 @@ class PairLIEDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
         workers = self.hparams.num_workers
         rank, world = self._rank_and_world()
-        sampler = None
-        if world > 1 and shuffle:
-            sampler, shuffle = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True), False
-        elif world > 1:
+        if shuffle:
+            seed = self.hparams.seed if self.hparams.seed is not None else run_seed()
+            sampler = SeededSampler(dataset, seed, rank, world)
+        else:
             # Every image on exactly one rank: DistributedSampler would pad with repeats and bias the mean.
             sampler = list(range(rank, len(dataset), world))
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             num_workers=workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=workers > 0,
+            drop_last=drop_last and len(sampler) >= batch_size,  # never drop a rank's only batch
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+        # compiled nets would recompile for a short last batch's shape (and record another CUDA graph)
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True, drop_last=self._model_compiles())
+
+    def _model_compiles(self) -> bool:
+        """Whether the model being fitted runs ``torch.compile`` (``model.compile``)."""
+        module = getattr(self.trainer, "lightning_module", None)
+        return bool(getattr(module, "hparams", {}).get("compile"))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, 1, shuffle=False) if self.val_set is not None else []

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from pairlie.data.sampling import Draw
 from pairlie.data.scenes import Scene
 from pairlie.errors import DataError
 from pairlie.images import read_rgb, to_tensor, to_uint8
@@ -54,24 +55,30 @@ class ExposurePairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.scenes) * self.repeats
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | Draw) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two exposures of an item's scene; a :class:`Draw` key seeds the draws, an int uses the global RNG."""
+        index, generator = (
+            (key.index, torch.Generator().manual_seed(key.seed)) if isinstance(key, Draw) else (key, None)
+        )
         scene = self.scenes[index % len(self.scenes)]
-        first, second = torch.randperm(len(scene.paths))[:2].tolist()
+        first, second = torch.randperm(len(scene.paths), generator=generator)[:2].tolist()
         im1, im2 = self._image(scene.paths[first]), self._image(scene.paths[second])
         if self.patch_size:
             height, width = im1.shape[1:]
-            top = int(torch.randint(0, height - self.patch_size + 1, ()))
-            left = int(torch.randint(0, width - self.patch_size + 1, ()))
+            top = int(torch.randint(0, height - self.patch_size + 1, (), generator=generator))
+            left = int(torch.randint(0, width - self.patch_size + 1, (), generator=generator))
             window = (slice(None), slice(top, top + self.patch_size), slice(left, left + self.patch_size))
             im1, im2 = im1[window], im2[window]
         if self.augment:
-            im1, im2 = _same_flips(im1, im2)
+            im1, im2 = _same_flips(im1, im2, generator)
         return im1.float().div_(255.0), im2.float().div_(255.0)
 
 
-def _same_flips(im1: torch.Tensor, im2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _same_flips(
+    im1: torch.Tensor, im2: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random horizontal/vertical flip and transpose on both images."""
-    flips = torch.rand(3) < 0.5
+    flips = torch.rand(3, generator=generator) < 0.5
     if flips[0]:
         im1, im2 = im1.flip(-1), im2.flip(-1)
     if flips[1]:
