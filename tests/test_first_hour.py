@@ -284,3 +284,13 @@ def test_readonly_arrays_enhance_without_a_warning(recwarn):
 def test_preflight_rejects_an_unknown_key_in_a_sweep_without_running_it():
     with pytest.raises(ConfigError, match=r"model\.loss\.fidelty: no such key; did you mean model\.loss\.fidelity\?"):
         check(["-m", "model.loss.fidelty=interval(1,2)"], train_cli.SPEC)
+
+
+def test_the_enhancer_says_what_it_is(sharp_net):
+    from pairlie import Enhancer
+
+    assert (
+        repr(Enhancer(sharp_net, gamma=0.14))
+        == "Enhancer(gamma=0.14, device='cpu', dtype=float32, streamed rows, width=8)"
+    )
+    assert "64 px tiles" in repr(Enhancer(sharp_net, tile=64))

@@ -66,6 +66,12 @@ def to_device(tensor: Tensor, device: torch.device, dtype: torch.dtype) -> Tenso
 class Enhancer:
     """Enhances PIL images, uint8 H×W×3 arrays or float tensors with a trained PairLIE model.
 
+    Layouts: :meth:`enhance` takes and returns the same kind: a PIL image (RGB, or RGBA whose alpha is
+    kept), a uint8 NumPy array H×W×3 (RGB, channels last), or a float tensor 3×H×W or N×3×H×W
+    (RGB, channels first, values in [0, 1]) on any device. :meth:`decompose` takes a float tensor
+    3×H×W or N×3×H×W and returns N×C×H×W float32 CPU tensors in [0, 1]: illumination (C=1),
+    reflectance, denoised and enhanced (C=3). The net passed in is copied, never changed.
+
     ``tile``: ``"auto"``, an int, or ``None`` for whole images. ``"auto"`` on a CPU streams the rows
     through the nets in cache-sized bands, computing each pixel once (:func:`pairlie.cpu.stream`);
     on a GPU it means tiles of 1024. An int splits the image into equal tiles of at most that size,
@@ -104,6 +110,14 @@ class Enhancer:
         self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         # a copy: the caller's net keeps its device, dtype, layout and training mode
         self.net = copy.deepcopy(net).eval().to(self.device, self.dtype, memory_format=self.memory_format)
+
+    def __repr__(self) -> str:
+        tiling = "streamed rows" if self.stream else ("whole images" if self.tile is None else f"{self.tile} px tiles")
+        width = self.net.denoiser.layers[1].out_channels
+        return (
+            f"Enhancer(gamma={self.gamma:g}, device={str(self.device)!r}, dtype={str(self.dtype).removeprefix('torch.')}, "
+            f"{tiling}, width={width})"
+        )
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, gamma: float | None = None, **kwargs) -> Enhancer:
