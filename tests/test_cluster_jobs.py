@@ -206,3 +206,16 @@ def test_resuming_a_finished_run_is_one_line_and_not_a_silent_success(tmp_path, 
     )
     assert again.returncode == 2 and "finished 1 epoch(s)" in again.stderr and "nothing to train" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize(("limit", "fails"), [(0.1, True), (0.5, False), (1, False)])
+def test_a_validation_fraction_that_leaves_a_rank_without_images_is_one_line(tiny_cfg, capsys, limit, fails):
+    cfg = tiny_cfg("logger=none", f"trainer.limit_val_batches={limit}", "trainer.max_steps=1")
+    if not fails:
+        run_train(cfg)
+        return
+    with pytest.raises(SystemExit) as exit_info:
+        run_reporting_errors(run_train, cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: trainer.limit_val_batches=0.1: leaves a process with no validation image (2 images")

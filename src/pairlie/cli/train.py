@@ -89,6 +89,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             f"data.val_dir has {len(datamodule.val_set)} validation image(s) for {trainer.world_size} processes; "
             "each process scores at least one: raise data.val_limit or use fewer trainer.devices"
         )
+    check_val_fraction(cfg.trainer.get("limit_val_batches"), datamodule, trainer.world_size)
     global_batch = cfg.data.batch_size * trainer.world_size
     if cfg.get("scale_lr"):
         # linear scaling rule, relative to the published batch of 1
@@ -134,6 +135,22 @@ def check_deterministic(cfg: DictConfig) -> None:
         raise ConfigError(
             "trainer.deterministic=true: PairLIE's reflection padding has no deterministic CUDA backward, so the first "
             "step would fail; use trainer.deterministic=warn (deterministic where possible) or false"
+        )
+
+
+def check_val_fraction(limit, datamodule, world_size: int) -> None:
+    """A fractional ``trainer.limit_val_batches`` that leaves a process without a validation image.
+
+    Lightning raises on that rank alone while the others wait for it in the metric sync.
+    """
+    if datamodule.val_set is None or not isinstance(limit, float) or not 0 < limit < 1:
+        return
+    fewest = len(datamodule.val_set) // world_size  # images of the rank with the fewest
+    if int(fewest * limit) < 1:
+        raise ConfigError(
+            f"trainer.limit_val_batches={limit}: leaves a process with no validation image ({len(datamodule.val_set)} "
+            f"images over {world_size} process(es), at least {fewest} each); raise it to >= {1 / max(fewest, 1):.3g}, "
+            "give a number of images (an integer), or use data.val_limit"
         )
 
 

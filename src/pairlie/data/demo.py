@@ -9,6 +9,7 @@ simulated exposure) and ``val/high`` (the original photo).
 from __future__ import annotations
 
 import importlib.resources
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from pairlie.errors import DataError
+from pairlie.files import current_umask
 
 DEMO_VERSION = 1
 TRAIN_PHOTOS = ("astronaut.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png")
@@ -84,7 +86,9 @@ def build_demo(root: str | Path, seed: int = 0) -> Path:
     if root.exists() and any(root.iterdir()):
         raise DataError(f"paths.demo_dir={root}: folder exists but holds no complete demo set; remove it to rebuild")
     root.parent.mkdir(parents=True, exist_ok=True)
+    print(f"building the demo set in {root} (first use only; it takes a minute)", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; a shared cache should follow the umask
     try:
         _write(tmp, np.random.default_rng(seed))
         (tmp / "COMPLETE").write_text(f"pairlie demo set v{DEMO_VERSION}\n")
