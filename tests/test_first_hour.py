@@ -117,7 +117,16 @@ def test_help_says_what_the_cli_does_with_usage_examples_and_its_own_keys(cli, t
         ),
         ("pairlie-train", ["model.loss.fidelty=1,2", "-m"], "did you mean model.loss.fidelity?"),
         ("pairlie-train", ["modle.width=8"], "did you mean model.width?"),
-        ("pairlie-train", ["trainer.gradient_clip_val=1"], "add it with +trainer.gradient_clip_val=VALUE"),
+        (
+            "pairlie-train",
+            ["trainer.gradient_clip_val=1"],
+            "add it with +trainer.gradient_clip_val=VALUE (an argument of Trainer)",
+        ),
+        (
+            "pairlie-train",
+            ["callbacks.last_checkpoint.every_n_train_steps=5"],
+            "add it with +callbacks.last_checkpoint.every_n_train_steps=VALUE",
+        ),
         ("pairlie-train", ["data=lol2"], "error: data=lol2: no such choice; did you mean data=lol?"),
         ("pairlie-enhance", ["--input", "photos"], "takes key=value overrides, not --options: write input=VALUE"),
         ("pairlie-enhance", ["photos/"], "write input=photos/"),

@@ -188,7 +188,7 @@ def test_a_second_run_into_the_same_folder_refuses(tmp_path, scene_tree, paired_
         text=True,
         timeout=300,
     )
-    assert past.returncode == 2 and "already past trainer.max_epochs" in past.stderr and "Traceback" not in past.stderr
+    assert past.returncode == 2 and "nothing to train" in past.stderr and "Traceback" not in past.stderr
     missing = subprocess.run(
         _train_cmd(tmp_path, scene_tree, paired_tree, tmp_path / "other", "ckpt_path=last"),
         cwd=tmp_path,

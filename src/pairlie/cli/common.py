@@ -79,9 +79,9 @@ def remove_unused_run_folder() -> None:
     """
     try:
         hydra_cfg = HydraConfig.get()
-    except ValueError:
+        folder = Path(hydra_cfg.runtime.output_dir)
+    except Exception:  # not under Hydra (a test calling the task), or no run folder
         return
-    folder = Path(hydra_cfg.runtime.output_dir)
     if not folder.is_dir() or folder.resolve() == Path.cwd().resolve():
         return
     ours = {".hydra", f"{hydra_cfg.job.name}.log"}

@@ -176,23 +176,31 @@ def _missing_config(exc: MissingConfigException, spec: CliSpec) -> str:
 def _unknown_key(key: str, cfg: DictConfig, spec: CliSpec) -> str:
     """``<key>: no such key; did you mean <close match>?`` (never a ``+`` for a key that cannot exist)."""
     known = sorted(leaf_keys(cfg, include_hydra=key.startswith("hydra.")))
-    if key.startswith("trainer."):
-        # any Lightning Trainer argument is a valid trainer.* key, not only the preset's
-        name = key.split(".", 1)[1]
-        arguments = _trainer_arguments()
-        if name in arguments and key not in known:
-            return f"{key}: not in the trainer preset; add it with +{key}=VALUE (a Lightning Trainer argument)"
-        known = sorted(set(known) | {f"trainer.{a}" for a in arguments})
+    parent, _, name = key.rpartition(".")
+    target = OmegaConf.select(cfg, f"{parent}._target_", default=None) if parent else None
+    arguments = _arguments(target) if isinstance(target, str) else []
+    if name in arguments:
+        # any argument of the class a node instantiates is a valid key there, not only the preset's
+        kind = target.rsplit(".", 1)[-1]
+        return f"{key}: not in the preset; add it with +{key}=VALUE (an argument of {kind})"
+    known = sorted(set(known) | {f"{parent}.{a}" for a in arguments})
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
     if close:
         return f"{key}: no such key; did you mean {close[0]}?"
     return f"{key}: no such key in {spec.name}'s config; see {spec.name} --help for the keys it takes"
 
 
-def _trainer_arguments() -> list[str]:
-    from lightning.pytorch import Trainer
+def _arguments(target: str) -> list[str]:
+    """The keyword arguments of the class or function a config node's ``_target_`` names."""
+    try:
+        from hydra.utils import get_object
 
-    return [p for p in inspect.signature(Trainer.__init__).parameters if p != "self"]
+        obj = get_object(target)
+        signature = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in signature.parameters.values() if p.name != "self" and p.kind in kinds]
 
 
 def leaf_keys(cfg: DictConfig, prefix: str = "", include_hydra: bool = False) -> Iterable[str]:
