@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 $(BIN)/pairlie-train:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet "torch==2.13.0"   # the CPU build; see README for GPUs
-	$(BIN)/pip install --quiet -e ".[dev,sweep]"
+	$(BIN)/pip install --quiet -e ".[dev,sweep,export]"
 
 setup: $(BIN)/pairlie-train
 

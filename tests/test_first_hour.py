@@ -15,6 +15,7 @@ from PIL import Image
 
 from conftest import REPO, make_paired_tree, make_scene_tree, save_tiny_checkpoint
 from pairlie.cli import enhance as enhance_cli
+from pairlie.cli import export as export_cli
 from pairlie.cli import test as test_cli
 from pairlie.cli import train as train_cli
 from pairlie.cli.preflight import check, group_options
@@ -22,8 +23,18 @@ from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
 
 BIN = Path(sys.executable).parent
-SPECS = {"pairlie-train": train_cli.SPEC, "pairlie-test": test_cli.SPEC, "pairlie-enhance": enhance_cli.SPEC}
-MAINS = {"pairlie-train": train_cli.main, "pairlie-test": test_cli.main, "pairlie-enhance": enhance_cli.main}
+SPECS = {
+    "pairlie-train": train_cli.SPEC,
+    "pairlie-test": test_cli.SPEC,
+    "pairlie-enhance": enhance_cli.SPEC,
+    "pairlie-export": export_cli.SPEC,
+}
+MAINS = {
+    "pairlie-train": train_cli.main,
+    "pairlie-test": test_cli.main,
+    "pairlie-enhance": enhance_cli.main,
+    "pairlie-export": export_cli.main,
+}
 PUBLISHED = {"max_epochs": 400, "repeats": 1, "lr": 1e-4, "step_size": 100, "factor": 0.5, "batch": 1, "patch": 128}
 GAMMA = {"lol": 0.14, "sice": 0.2}  # the authors' per data set; every other preset enhances with 0.2
 

@@ -155,3 +155,25 @@ def test_a_gpu_runs_the_net_in_nchw(sharp_net, monkeypatch):
     Enhancer(sharp_net, device="cuda")
     Enhancer(sharp_net, device="cpu")
     assert formats == [torch.contiguous_format, torch.channels_last]
+
+
+def test_mps_is_accepted_where_pytorch_reports_it_and_tiles_like_cuda(monkeypatch):
+    from pairlie.inference import AUTO_TILE, resolve_device
+
+    assert AUTO_TILE["mps"] == AUTO_TILE["cuda"]
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("mps") == torch.device("mps")
+    assert resolve_device("auto").type != "mps"  # auto stays CUDA-or-CPU: MPS only when asked
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"^device=mps: PyTorch reports no Apple GPU \(MPS\) here; use device=cpu"):
+        resolve_device("mps")
+
+
+@pytest.mark.skipif(not torch.backends.mps.is_available(), reason="needs an Apple GPU (MPS); none on the project's CI")
+def test_mps_enhances_like_the_cpu_in_tiles(sharp_net):
+    image = torch.rand(1, 3, 70, 90)
+    on_mps = Enhancer(sharp_net, device="mps", tile=32)
+    assert on_mps.device.type == "mps" and on_mps.tile == 32 and not on_mps.stream
+    assert Enhancer(sharp_net, device="mps").tile == 1024
+    expected = Enhancer(sharp_net, device="cpu", tile=None).decompose(image).enhanced
+    assert (on_mps.decompose(image).enhanced - expected).abs().max() < 1e-4

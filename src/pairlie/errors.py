@@ -11,3 +11,7 @@ class DataError(PairLIEError):
 
 class ConfigError(PairLIEError):
     """A config value is out of range or inconsistent."""
+
+
+class VerificationError(PairLIEError):
+    """An exported model computes something other than pairlie does; nothing was written."""

@@ -23,8 +23,8 @@ from pairlie.nets import PairLIENet, enhance
 RECEPTIVE_RADIUS = 10
 DEFAULT_OVERLAP = RECEPTIVE_RADIUS
 # tile="auto": a CPU streams rows through the nets in cache-sized bands (pairlie.cpu.stream);
-# a GPU runs tiles of this size.
-AUTO_TILE = {"cpu": None, "cuda": 1024}
+# a GPU (CUDA or Apple's MPS) runs tiles of this size.
+AUTO_TILE = {"cpu": None, "cuda": 1024, "mps": 1024}
 DEFAULT_GAMMA = 0.2
 
 
@@ -39,10 +39,15 @@ class Decomposition:
 
 
 def resolve_device(device: str) -> torch.device:
+    """``device`` as a torch device; ``auto`` is CUDA where present, else the CPU (``mps`` only when asked)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise ConfigError(f"device={device!r}: must be auto, cpu, cuda or cuda:<index>")
+    if device not in ("cpu", "cuda", "mps") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ConfigError(f"device={device!r}: must be auto, cpu, cuda, cuda:<index> or mps")
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError("device=mps: PyTorch reports no Apple GPU (MPS) here; use device=cpu or device=auto")
+        return torch.device("mps")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device}: no CUDA GPU is available here; use device=cpu or device=auto")
     resolved = torch.device(device)
