@@ -16,8 +16,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+test-fast: setup   # the edit-run loop: skips the minutes-long real-data tests
+	$(BIN)/python -m pytest -q -m "not slow"
+
 lint: setup
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-fast lint

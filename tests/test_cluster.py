@@ -10,8 +10,9 @@ from torch.utils.data import DataLoader
 
 from conftest import make_paired_tree, needs_cuda
 from pairlie.data import PairedImageDataset, discover_pairs
+from pairlie.errors import TrainingDiverged
 from pairlie.inference import Enhancer
-from pairlie.module import PairLIEModule, TrainingDiverged
+from pairlie.module import PairLIEModule
 
 
 class Pairs(torch.utils.data.Dataset):

@@ -176,3 +176,19 @@ def test_reduce_overhead_marks_each_training_step(monkeypatch):
     for _ in range(2):
         module.training_step((torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)), 0)
     assert marks == ["step", "step"]
+
+
+def test_the_config_and_the_python_defaults_are_the_same_numbers():
+    """PairLIEModule() from Python and pairlie-train's config train the same published settings."""
+    from dataclasses import asdict
+
+    from hydra import compose, initialize_config_module
+
+    from pairlie.losses import LossWeights
+    from pairlie.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER
+
+    with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
+        model = compose(config_name="train").model
+    assert dict(model.loss) == asdict(LossWeights())
+    assert {**model.optimizer, "betas": tuple(model.optimizer.betas)} == DEFAULT_OPTIMIZER
+    assert dict(model.scheduler) == DEFAULT_SCHEDULER

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pairlie.module import PairLIEModule, TrainingDiverged
+from pairlie.errors import TrainingDiverged
+from pairlie.module import PairLIEModule
 
 TRAIN = shutil.which("pairlie-train", path=str(Path(sys.executable).parent))
 TEST = shutil.which("pairlie-test", path=str(Path(sys.executable).parent))

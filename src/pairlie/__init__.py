@@ -1,6 +1,11 @@
 """pairlie: PairLIE low-light image enhancement (Fu et al., CVPR 2023) with Lightning and Hydra."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # one home for the version: pyproject.toml, through the installed package's metadata
+    __version__ = version("pairlie")
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 __all__ = ["Enhancer", "__version__"]
 

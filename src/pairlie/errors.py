@@ -13,5 +13,9 @@ class ConfigError(PairLIEError):
     """A config value is out of range or inconsistent."""
 
 
+class TrainingDiverged(PairLIEError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
 class VerificationError(PairLIEError):
     """An exported model computes something other than pairlie does; nothing was written."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -13,13 +14,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from pairlie.errors import ConfigError, PairLIEError
+from pairlie.errors import ConfigError, TrainingDiverged
 from pairlie.inference import Enhancer
 from pairlie.losses import LossWeights, pairlie_losses
 from pairlie.metrics import paper_scores
 from pairlie.nets import PairLIENet, enhance
 
 HP_PSNR, HP_SSIM = "hp/val_psnr", "hp/val_ssim"
+# the published optimiser and schedule, for PairLIEModule() from Python; configs/model/pairlie.yaml states the same
 DEFAULT_OPTIMIZER = {"lr": 1e-4, "betas": (0.9, 0.999), "weight_decay": 0.0}
 DEFAULT_SCHEDULER = {"step_size": 100, "factor": 0.5}
 # torch.compile modes for model.compile ("reduce-overhead" adds CUDA graphs on a GPU)
@@ -45,10 +47,6 @@ def nonfinite(tensors: list[Tensor]) -> Tensor:
     return ~torch.isfinite(torch.stack(torch._foreach_norm(tensors, float("inf")))).all()
 
 
-class TrainingDiverged(PairLIEError):
-    """Too many consecutive steps with a non-finite loss or gradient."""
-
-
 class PairLIEModule(L.LightningModule):
     """Trains N, L and R on exposure pairs; validates the enhanced ``L**gamma * R`` against references."""
 
@@ -72,7 +70,7 @@ class PairLIEModule(L.LightningModule):
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
         if not isinstance(width, int) or width < 1:
             raise ConfigError(f"model.width={width!r}: must be a positive integer (64 in the paper)")
-        loss = _merged({"consistency": 1.0, "retinex": 1.0, "fidelity": 500.0}, loss, "model.loss")
+        loss = _merged(asdict(LossWeights()), loss, "model.loss")  # the paper's weights live in LossWeights
         try:
             self.weights = LossWeights(**loss)
         except ValueError as exc:

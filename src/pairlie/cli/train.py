@@ -34,9 +34,6 @@ from pairlie.runs import (
 )
 from pairlie.sweep import RESULT_FILE
 
-# Lightning 2.6 tests isinstance(..., LeafSpec), which torch 2.10+ deprecates: nothing a user can act on
-warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
-
 
 def instantiate_group(group: DictConfig | None) -> list:
     """Every entry of a callbacks/logger group that names a ``_target_``."""
@@ -47,6 +44,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model described by ``cfg``; returns the final validation metrics."""
     apply_speed_settings(cfg)
     quiet_lightning()
+    # Lightning 2.6 tests isinstance(..., LeafSpec), which torch 2.10+ deprecates: nothing a user can act on
+    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     check_writable(output_dir)
