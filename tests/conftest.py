@@ -26,6 +26,21 @@ needs_shared = pytest.mark.skipif(
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on the project's CI)")
 
 
+def cpu_trainer(steps: int, **kwargs):
+    """A bare Lightning Trainer on the CPU for ``steps`` steps: no logger, checkpoints, bar or summary."""
+    import lightning as L
+
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
 def write_image(path: Path, size=(48, 40), seed: int = 0, scale: float = 1.0) -> Path:
     """A random RGB image of ``size`` (W, H) at ``path``, brightness scaled by ``scale``."""
     rng = np.random.default_rng(seed)

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader
 
-from conftest import make_paired_tree, needs_cuda
+from conftest import cpu_trainer, make_paired_tree, needs_cuda
 from pairlie.data import PairedImageDataset, discover_pairs
 from pairlie.errors import TrainingDiverged
 from pairlie.inference import Enhancer
@@ -32,16 +32,7 @@ class Pairs(torch.utils.data.Dataset):
         return im1, im2
 
 
-def trainer(steps: int, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
+trainer = cpu_trainer
 
 
 def fp16_mixed(**scaler_kwargs) -> MixedPrecision:

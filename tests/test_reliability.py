@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from conftest import cpu_trainer
 from pairlie.errors import TrainingDiverged
 from pairlie.module import PairLIEModule
 
@@ -36,14 +36,7 @@ class Pairs(torch.utils.data.Dataset):
 
 
 def fit(module, poisoned, steps=6):
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = cpu_trainer(steps)
     trainer.fit(module, DataLoader(Pairs(poisoned), batch_size=1, shuffle=False))
     return trainer
 
