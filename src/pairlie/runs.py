@@ -145,6 +145,39 @@ def check_resumable(path: Path, cfg: DictConfig) -> None:
         )
 
 
+def check_deterministic(cfg: DictConfig) -> None:
+    """``trainer.deterministic=true`` on a GPU fails at the first backward: CUDA's reflection-pad backward has no
+    deterministic kernel. Refuse it before training."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if cfg.trainer.get("deterministic") is True and on_gpu:
+        raise ConfigError(
+            "trainer.deterministic=true: PairLIE's reflection padding has no deterministic CUDA backward, so the first "
+            "step would fail; use trainer.deterministic=warn (deterministic where possible) or false"
+        )
+
+
+def check_val_fraction(limit, datamodule, world_size: int) -> None:
+    """A fractional ``trainer.limit_val_batches`` that leaves a process without a validation image.
+
+    Lightning raises on that rank alone while the others wait for it in the metric sync.
+    """
+    if datamodule.val_set is None or not isinstance(limit, float) or not 0 < limit < 1:
+        return
+    fewest = len(datamodule.val_set) // world_size  # images of the rank with the fewest
+    if int(fewest * limit) < 1:
+        raise ConfigError(
+            f"trainer.limit_val_batches={limit}: leaves a process with no validation image ({len(datamodule.val_set)} "
+            f"images over {world_size} process(es), at least {fewest} each); raise it to >= {1 / max(fewest, 1):.3g}, "
+            "give a number of images (an integer), or use data.val_limit"
+        )
+
+
+def in_submitit_job() -> bool:
+    """True inside a job started by hydra/launcher=submitit_* (submitit sets SUBMITIT_EXECUTOR)."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
+
+
 def summary_lines(metrics: dict[str, float], output_dir: Path, val_count: int, checkpoint: str | None) -> list[str]:
     """The end-of-run block: scores, run folder, checkpoint, and the commands to look, test and enhance next."""
     lines = ["", "pairlie-train finished"]

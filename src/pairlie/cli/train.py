@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
@@ -26,8 +24,11 @@ from pairlie.files import write_atomic
 from pairlie.runs import (
     WRITE_ERRORS,
     auto_resuming,
+    check_deterministic,
     check_resumable,
+    check_val_fraction,
     check_writable,
+    in_submitit_job,
     resolve_resume,
     saved_schedule,
     summary_lines,
@@ -123,39 +124,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         report(trainer, metrics, output_dir, len(datamodule.val_set) if datamodule.val_set is not None else 0)
     return metrics
-
-
-def check_deterministic(cfg: DictConfig) -> None:
-    """``trainer.deterministic=true`` on a GPU fails at the first backward: CUDA's reflection-pad backward has no
-    deterministic kernel. Refuse it before training."""
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if cfg.trainer.get("deterministic") is True and on_gpu:
-        raise ConfigError(
-            "trainer.deterministic=true: PairLIE's reflection padding has no deterministic CUDA backward, so the first "
-            "step would fail; use trainer.deterministic=warn (deterministic where possible) or false"
-        )
-
-
-def check_val_fraction(limit, datamodule, world_size: int) -> None:
-    """A fractional ``trainer.limit_val_batches`` that leaves a process without a validation image.
-
-    Lightning raises on that rank alone while the others wait for it in the metric sync.
-    """
-    if datamodule.val_set is None or not isinstance(limit, float) or not 0 < limit < 1:
-        return
-    fewest = len(datamodule.val_set) // world_size  # images of the rank with the fewest
-    if int(fewest * limit) < 1:
-        raise ConfigError(
-            f"trainer.limit_val_batches={limit}: leaves a process with no validation image ({len(datamodule.val_set)} "
-            f"images over {world_size} process(es), at least {fewest} each); raise it to >= {1 / max(fewest, 1):.3g}, "
-            "give a number of images (an integer), or use data.val_limit"
-        )
-
-
-def in_submitit_job() -> bool:
-    """True inside a job started by hydra/launcher=submitit_* (submitit sets SUBMITIT_EXECUTOR)."""
-    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
 
 
 def report(trainer: L.Trainer, metrics: dict[str, float], output_dir: Path, val_count: int) -> None:
