@@ -171,18 +171,10 @@ def test_bad_input_is_one_line_before_training(tmp_path, scene_tree, paired_tree
 
 @pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
 def test_loss_weight_grid_multirun_has_a_folder_per_run_and_a_summary(tmp_path, scene_tree, paired_tree):
-    sweep = tmp_path / "sweep"
-    result = _cli(
-        [
-            "-m",
-            "model.loss.fidelity=100,500",
-            *TINY,
-            *data_args(scene_tree, paired_tree),
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=tmp_path,
-    )
+    # as the README types it: no hydra.sweep.dir, so the sweep lands in ./logs/train/multiruns/<time>/
+    result = _cli(["-m", "model.loss.fidelity=100,500", *TINY, *data_args(scene_tree, paired_tree)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     for job in ("0", "1"):
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
     summary = json.loads((sweep / "summary.json").read_text())
