@@ -97,9 +97,9 @@ def fmt(value: float | None, key: str) -> str:
 def _cell(value: float | None, key: str, data_key: str, best: bool = False, na: str | None = None) -> str:
     data_key = html.escape(data_key)
     if value is None and na:
-        return f'<td class="na" data-key="{data_key}" title="{html.escape(na)}">n/a</td>'
+        return f'<td class="na" title="{html.escape(na)}"><span data-key="{data_key}">n/a</span></td>'
     cls = ' class="best"' if best else ""
-    return f'<td{cls} data-key="{data_key}">{fmt(value, key)}</td>'
+    return f'<td{cls}><span data-key="{data_key}">{fmt(value, key)}</span></td>'
 
 
 def _measures(result: TestResult, metrics: dict) -> list[str]:
