@@ -11,7 +11,10 @@ from rich.progress import track
 
 from pairlie.errors import ConfigError, DataError
 from pairlie.images import IMAGE_EXTENSIONS, WRITABLE_EXTENSIONS, frame_count, quantize, read_rgb, save_image, to_tensor
-from pairlie.inference import Enhancer
+from pairlie.inference import Enhancer, gamma_for_brightness
+from pairlie.nets import enhance
+
+GAMMA_FILE = "gamma.csv"  # written beside the outputs by model.gamma=auto
 
 ALPHA_FORMATS = frozenset({".png", ".tif", ".tiff", ".webp"})
 OUTPUT_FORMATS = {"same": None, "png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "tif": ".tif", "webp": ".webp"}
@@ -62,15 +65,26 @@ def output_path(rel: Path, fmt: str = "same") -> Path:
 
 
 def check_output(
-    source: Path, output: Path, items: list[tuple[Path, Path]], overwrite: bool, fmt: str = "same"
+    source: Path,
+    output: Path,
+    items: list[tuple[Path, Path]],
+    overwrite: bool,
+    fmt: str = "same",
+    extra: tuple[str, ...] = (),
 ) -> None:
-    """Refuse an output that would overwrite an input, two inputs writing one file, or existing outputs unless ``overwrite``."""
+    """Refuse an output that would overwrite an input, two inputs writing one file, or existing outputs unless ``overwrite``.
+
+    ``extra``: other files the run writes into ``output`` (``gamma.csv``), held to the same rules.
+    """
     source, output = Path(source).expanduser().resolve(), Path(output).expanduser().resolve()
     if source.is_dir() and (output == source or output.is_relative_to(source)):
         raise ConfigError(f"output={output}: is inside input={source}; choose an output folder outside the input")
     # os.path.realpath, unlike Path.resolve, does not raise on a symlink loop
     inputs = {os.path.realpath(src) for src, _ in items}
     targets = [output / output_path(rel, fmt) for _, rel in items]
+    for name in extra:
+        if output / name in targets:
+            raise ConfigError(f"output={output}: an enhanced image would be written to {name}; rename that input")
     clash = [t for t in targets if os.path.realpath(t) in inputs]
     if clash:
         raise ConfigError(f"output={output}: would overwrite the input {clash[0]}; choose another output folder")
@@ -81,7 +95,7 @@ def check_output(
                 f"format={fmt}: {seen[target].name} and {src.name} would both be written to {target}; use format=same"
             )
         seen[target] = src
-    existing = [t for t in targets if t.exists() or t.is_symlink()]
+    existing = [t for t in [*targets, *(output / name for name in extra)] if t.exists() or t.is_symlink()]
     if existing and not overwrite:
         raise ConfigError(
             f"output={output}: {len(existing)} file(s) already exist, e.g. {existing[0].name}; "
@@ -96,11 +110,16 @@ def enhance_files(
     keep_alpha: bool = True,
     jpeg_quality: int = 95,
     fmt: str = "same",
+    brightness: float | None = None,
+    chosen: list[tuple[Path, float, float]] | None = None,
 ) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
     """Enhance every item into ``output``.
 
     Returns ``(failures, notes)``: ``(file, reason)`` for each file that could not be read, and
     ``(file, note)`` for each one enhanced with a caveat (first frame of an animation, GIF as PNG).
+    With ``brightness``, each image gets the γ that brings its mean to that value
+    (:func:`pairlie.inference.gamma_for_brightness`), appended to ``chosen`` as
+    ``(output path relative to output, γ, mean of the written image)``.
     """
     failures, notes = [], []
     for src, rel in track(items, description="enhancing"):
@@ -115,7 +134,15 @@ def enhance_files(
             notes.append((src, f"first of its {frames} frames/pages enhanced"))
         if target.suffix.lower() != rel.suffix.lower() and fmt == "same":
             notes.append((src, f"written as {target.suffix[1:].upper()} ({rel.suffix[1:].upper()} is not written)"))
-        image = Image.fromarray(quantize(enhancer.decompose(to_tensor(rgb)).enhanced[0]))
+        out = enhancer.decompose(to_tensor(rgb))
+        enhanced = out.enhanced[0]
+        if brightness is not None:
+            gamma = gamma_for_brightness(out.illumination[0], out.reflectance[0], brightness)
+            enhanced = enhance(out.illumination[0], out.reflectance[0], gamma)
+        array = quantize(enhanced)
+        if brightness is not None and chosen is not None:
+            chosen.append((target, gamma, float(array.mean()) / 255.0))
+        image = Image.fromarray(array)
         if alpha is not None and target.suffix.lower() in ALPHA_FORMATS:
             image.putalpha(Image.fromarray(alpha))
         save_image(image, Path(output) / target, jpeg_quality)

@@ -26,6 +26,9 @@ DEFAULT_OVERLAP = RECEPTIVE_RADIUS
 # a GPU (CUDA or Apple's MPS) runs tiles of this size.
 AUTO_TILE = {"cpu": None, "cuda": 1024, "mps": 1024}
 DEFAULT_GAMMA = 0.2
+# model.gamma=auto searches this range, to 3 decimals: 0.01 is far brighter than any γ the authors
+# used, 1 gives L·R ≈ the (denoised) input itself
+AUTO_GAMMA_RANGE = (0.01, 1.0)
 
 
 @dataclass
@@ -66,6 +69,31 @@ def to_device(tensor: Tensor, device: torch.device, dtype: torch.dtype) -> Tenso
     here would wait for it; towards a GPU, the kernels that read the copy are queued after it.
     """
     return tensor.to(device, dtype, non_blocking=device.type == "cuda")
+
+
+def gamma_for_brightness(illumination: Tensor, reflectance: Tensor, target: float) -> float:
+    """The γ (3 decimals, within 0.01–1) whose ``L**γ · R`` has mean brightness ``target`` (0–1, over pixels and channels).
+
+    The mean of ``L**γ · R`` falls as γ rises (L ≤ 1), so a bisection finds it; a target brighter than
+    γ = 0.01 gives or darker than γ = 1 gives is met as nearly as the range allows.
+    """
+    light = illumination.reshape(-1).double().clamp(0, 1)
+    colour = reflectance.mean(dim=-3).reshape(-1).double()  # mean over channels first: same mean
+
+    def brightness(gamma: float) -> float:
+        return float((light**gamma * colour).mean())
+
+    low, high = AUTO_GAMMA_RANGE
+    if brightness(low) <= target:
+        return low
+    if brightness(high) >= target:
+        return high
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if brightness(mid) > target else (low, mid)
+    # the grid value nearest the target, so that model.gamma=<printed γ> gives the same image
+    candidates = {round(g, 3) for g in (low, high, np.floor(low * 1000) / 1000, np.ceil(high * 1000) / 1000)}
+    return min(sorted(candidates), key=lambda g: abs(brightness(g) - target))
 
 
 class Enhancer:

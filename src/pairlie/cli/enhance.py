@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from pairlie.batch import check_output, collect_inputs, enhance_files
+from pairlie.batch import GAMMA_FILE, check_output, collect_inputs, enhance_files
 from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, run_cli, run_reporting_errors
 from pairlie.cli.preflight import CliSpec
 from pairlie.errors import ConfigError
+from pairlie.files import write_atomic
 from pairlie.inference import Enhancer
 from pairlie.runs import resolve_checkpoint
 
@@ -21,22 +24,41 @@ def enhance(cfg: DictConfig) -> int:
     apply_speed_settings(cfg)
     if cfg.alpha not in ("keep", "drop"):
         raise ConfigError(f"alpha={cfg.alpha!r}: must be keep or drop")
+    auto = cfg.model.gamma == "auto"
+    brightness = cfg.brightness
+    if auto and (isinstance(brightness, bool) or not isinstance(brightness, (int, float)) or not 0 < brightness < 1):
+        raise ConfigError(f"brightness={brightness!r}: must be a mean brightness between 0 and 1 (default 0.4)")
     source, output = Path(cfg.input).expanduser(), Path(cfg.output).expanduser()
     inputs = collect_inputs(source)
     items = inputs.items
-    check_output(source, output, items, cfg.overwrite, cfg.format)
+    check_output(source, output, items, cfg.overwrite, cfg.format, extra=(GAMMA_FILE,) if auto else ())
     enhancer = Enhancer.from_checkpoint(
         resolve_checkpoint(cfg),
-        gamma=cfg.model.gamma,
+        gamma=None if auto else cfg.model.gamma,
         device=cfg.device,
         half=cfg.half,
         tile=cfg.tile,
         overlap=cfg.overlap,
     )
+    chosen: list[tuple[Path, float, float]] = []
     failures, notes = enhance_files(
-        enhancer, items, output, keep_alpha=cfg.alpha == "keep", jpeg_quality=cfg.jpeg_quality, fmt=cfg.format
+        enhancer,
+        items,
+        output,
+        keep_alpha=cfg.alpha == "keep",
+        jpeg_quality=cfg.jpeg_quality,
+        fmt=cfg.format,
+        brightness=float(brightness) if auto else None,
+        chosen=chosen,
     )
-    print(f"enhanced {len(items) - len(failures)} of {len(items)} image(s) into {output} (gamma {enhancer.gamma:g})")
+    if auto:
+        write_gamma_file(output / GAMMA_FILE, chosen)
+        for path, gamma, mean in chosen:
+            print(f"gamma {gamma:.3f}  brightness {mean:.3f}  {path}")
+        how = f"gamma auto for brightness {brightness:g}, written to {output / GAMMA_FILE}"
+    else:
+        how = f"gamma {enhancer.gamma:g}"
+    print(f"enhanced {len(items) - len(failures)} of {len(items)} image(s) into {output} ({how})")
     for path, note in notes:
         print(f"note: {path}: {note}")
     for path, reason in inputs.skipped:
@@ -46,14 +68,25 @@ def enhance(cfg: DictConfig) -> int:
     return len(failures)
 
 
+def write_gamma_file(path: Path, chosen: list[tuple[Path, float, float]]) -> None:
+    """``gamma.csv``: each enhanced file (relative to the output folder), its γ and its mean brightness."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["file", "gamma", "brightness"])
+    for rel, gamma, mean in chosen:
+        writer.writerow([rel.as_posix(), f"{gamma:.3f}", f"{mean:.4f}"])
+    write_atomic(path, buffer.getvalue())
+
+
 SPEC = CliSpec(
     name="pairlie-enhance",
     config_name="enhance",
     summary="enhance a low-light photo, or a folder of them, of any size.",
-    usage="pairlie-enhance input=FILE|DIR output=DIR [ckpt_path=FILE] [model.gamma=G] [key=value ...]",
+    usage="pairlie-enhance input=FILE|DIR output=DIR [ckpt_path=FILE] [model.gamma=G|auto] [key=value ...]",
     examples=[
         "pairlie-enhance ckpt_path=PairLIE.pth input=photos/ output=enhanced/",
         "pairlie-enhance ckpt_path=PairLIE.pth input=dark.jpg output=out/ model.gamma=0.14",
+        "pairlie-enhance ckpt_path=PairLIE.pth input=photos/ output=out/ model.gamma=auto brightness=0.45",
         "pairlie-enhance input=photos/ output=out/ format=png overwrite=true   # latest pairlie-train run",
     ],
     key_files=[("enhance.yaml", "")],

@@ -1,4 +1,4 @@
-"""``pairlie-test``: paper-protocol PSNR/SSIM of a checkpoint on low/high pairs (configs/test.yaml)."""
+"""``pairlie-test``: paper-protocol PSNR/SSIM, NIQE and LOE of a checkpoint on a test set (configs/test.yaml)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 from rich.table import Table
 
@@ -15,11 +15,28 @@ from pairlie.cli.preflight import CliSpec
 from pairlie.errors import ConfigError
 from pairlie.evaluation import evaluate, make_lpips, write_results
 from pairlie.inference import Enhancer
+from pairlie.report import THUMB_DIR, write_report
 from pairlie.runs import resolve_checkpoint
 
 
+def test_gammas(cfg: DictConfig) -> list[float] | None:
+    """The γ to score: ``model.gamma`` (a number or a list), else the data preset's; None: the checkpoint's."""
+    gamma = cfg.model.gamma if cfg.model.gamma is not None else cfg.data.get("gamma")
+    if gamma is None:
+        return None
+    gammas = list(gamma) if isinstance(gamma, (ListConfig, list, tuple)) else [gamma]
+    if not gammas:
+        raise ConfigError("model.gamma=[]: give a number, or a list such as [0.1,0.14,0.2,0.3]")
+    for g in gammas:
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or g <= 0:
+            raise ConfigError(f"model.gamma={g!r}: every γ must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
+    if len(set(gammas)) != len(gammas):
+        raise ConfigError(f"model.gamma={gammas}: lists a γ twice; list each once")
+    return [float(g) for g in gammas]
+
+
 def test(cfg: DictConfig) -> dict:
-    """Score the checkpoint on the test pairs; writes metrics.json, per_image.csv and images."""
+    """Score the checkpoint on the test set; writes metrics.json, per_image.csv, report.html and images."""
     out_dir = Path(cfg.paths.output_dir)
     if (out_dir / "metrics.json").exists() and not cfg.overwrite:
         raise ConfigError(
@@ -30,7 +47,10 @@ def test(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
-    gamma = cfg.model.gamma if cfg.model.gamma is not None else cfg.data.get("gamma")
+    gammas = test_gammas(cfg)
+    if gammas and len(gammas) > 1 and cfg.score_saved:
+        raise ConfigError("score_saved=true scores the written files, which hold one γ; give model.gamma one value")
+    gamma = gammas[0] if gammas else None
     enhancer = Enhancer.from_checkpoint(checkpoint, gamma=gamma, device=cfg.device, half=cfg.half, tile=cfg.tile)
     lpips, reason = make_lpips(str(enhancer.device)) if cfg.lpips else (None, "disabled (lpips=false)")
     if reason:
@@ -45,36 +65,66 @@ def test(cfg: DictConfig) -> dict:
         jpeg_quality=cfg.jpeg_quality,
         score_saved=cfg.score_saved,
         lpips=lpips,
+        gammas=gammas,
+        no_reference=cfg.noref,
+        thumbnails=out_dir / THUMB_DIR,
     )
+    paired = result.paired
     meta = {
-        "gamma": enhancer.gamma,
         "checkpoint": str(checkpoint.resolve()),
-        "test_dir": str(pairs[0][0].parent.parent.resolve()),
+        "test_dir": str((pairs[0][0].parent.parent if paired else pairs[0][0].parent).resolve()),
         "scored": "saved files" if cfg.score_saved else "in-memory images",
         "jpeg_quality": cfg.jpeg_quality,
         "lpips_skipped": reason,
     }
     metrics = write_results(result, out_dir, meta)
-    table = Table(title=f"pairlie-test: {metrics['count']} images, gamma {enhancer.gamma:g}")
-    for column in ("", "PSNR (dB)", "SSIM"):
-        table.add_column(column, justify="right")
-    table.add_row("input", f"{metrics['input_psnr']:.3f}", f"{metrics['input_ssim']:.4f}")
-    table.add_row("enhanced", f"{metrics['psnr']:.3f}", f"{metrics['ssim']:.4f}")
-    Console().print(table)
+    report = write_report(result, metrics, out_dir)
+    print_table(metrics)
     log.info("results in %s", out_dir)
     print(f"results: {out_dir / 'metrics.json'}")
+    print(f"report: {report}")
     return metrics
+
+
+def print_table(metrics: dict) -> None:
+    """The summary: input and enhanced (one row per γ) under every measure that was scored."""
+    keys = [k for k in ("psnr", "ssim") if metrics["paired"]]
+    keys += [k for k in ("niqe", "loe") if "niqe" in metrics["protocol"]]
+    labels = {"psnr": "PSNR (dB)", "ssim": "SSIM", "niqe": "NIQE", "loe": "LOE"}
+    digits = {"psnr": 3, "ssim": 4, "niqe": 3, "loe": 1}
+
+    def shown(value, key):
+        return "n/a" if value is None else f"{value:.{digits[key]}f}"
+
+    gammas = metrics["gammas"]
+    title = f"pairlie-test: {metrics['count']} images, gamma {', '.join(f'{g:g}' for g in gammas)}"
+    table = Table(title=title)
+    for column in ("", *(labels[k] for k in keys)):
+        table.add_column(column, justify="right")
+    table.add_row("input", *(shown(metrics.get(f"input_{k}"), k) if k != "loe" else "" for k in keys))
+    for row in metrics["gamma_table"]:
+        label = "enhanced" if len(gammas) == 1 else f"enhanced, gamma {row['gamma']:g}"
+        table.add_row(label, *(shown(row[k], k) for k in keys))
+    Console().print(table)
+    if len(gammas) > 1:
+        best = metrics["best_gamma"]
+        print("best gamma: " + ", ".join(f"{labels[k]} {best[k]:g}" for k in keys if k in best))
+    if metrics["niqe_na"]:
+        name, reason = next(iter(metrics["niqe_na"].items()))
+        print(f"NIQE n/a for {len(metrics['niqe_na'])} image(s), e.g. {name}: {reason}")
 
 
 SPEC = CliSpec(
     name="pairlie-test",
     config_name="test",
-    summary="score a checkpoint on low/high pairs under the paper's protocol (PSNR, SSIM), writing metrics.json.",
-    usage="pairlie-test [ckpt_path=FILE] [data=lol|sice | data.test_dir=DIR] [model.gamma=G] [key=value ...]",
+    summary="score a checkpoint on low/high pairs (PSNR, SSIM as in the paper) or on a folder of images "
+    "(NIQE, LOE), writing metrics.json and report.html.",
+    usage="pairlie-test [ckpt_path=FILE] [data=lol|sice | data.test_dir=DIR] [model.gamma=G|[G,...]] [key=value ...]",
     examples=[
         "pairlie-test                                    # the latest pairlie-train run, on its demo pairs",
         "pairlie-test ckpt_path=PairLIE.pth data=lol paths.data_dir=/data",
-        "pairlie-test -m ckpt_path=X.ckpt model.gamma=0.1,0.14,0.2",
+        "pairlie-test ckpt_path=PairLIE.pth data.test_dir=photos/   # no low/+high/: NIQE and LOE only",
+        "pairlie-test ckpt_path=X.ckpt model.gamma=[0.1,0.14,0.2,0.3]  # every γ from one decomposition",
     ],
     groups=["data"],
     key_files=[("test.yaml", ""), ("data/default.yaml", "data.")],
@@ -83,7 +133,7 @@ SPEC = CliSpec(
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="test")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """The Hydra app; returns the PSNR for Hydra sweepers."""
+    """The Hydra app; returns the PSNR for Hydra sweepers (None for a set without references)."""
     return run_reporting_errors(test, cfg)["psnr"]
 
 

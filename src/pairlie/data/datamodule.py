@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from pairlie.data.datasets import ExposurePairDataset, PairedImageDataset
 from pairlie.data.demo import build_demo
 from pairlie.data.sampling import SeededSampler, run_seed
-from pairlie.data.scenes import discover_pairs, discover_scenes
+from pairlie.data.scenes import discover_pairs, discover_scenes, discover_test_images
 from pairlie.errors import ConfigError
 
 
@@ -79,11 +79,15 @@ class PairLIEDataModule(L.LightningDataModule):
         if stage in ("test", "predict") and self.test_set is None:
             folder, key = (hp.test_dir, "data.test_dir") if hp.test_dir else (hp.val_dir, "data.val_dir")
             if not folder:
-                raise ConfigError("data.test_dir is not set: give a folder with low/ and high/ sub-folders")
-            self.test_set = self._paired(folder, key, hp.test_limit)
+                raise ConfigError(
+                    "data.test_dir is not set: give a folder with low/ and high/ sub-folders, or a folder of images"
+                )
+            self.test_set = self._paired(folder, key, hp.test_limit, unpaired=True)
 
-    def _paired(self, folder: str, key: str, limit: int | None) -> PairedImageDataset:
-        pairs = discover_pairs(Path(folder), self.hparams.pairing, key=key)
+    def _paired(self, folder: str, key: str, limit: int | None, unpaired: bool = False) -> PairedImageDataset:
+        # a test folder may hold images without references (scored without them); validation needs pairs
+        discover = discover_test_images if unpaired else discover_pairs
+        pairs = discover(Path(folder), self.hparams.pairing, key=key)
         if limit is not None:
             if not isinstance(limit, int) or limit < 1:
                 raise ConfigError(f"{key.replace('_dir', '_limit')}={limit!r}: must be a positive integer or null")

@@ -89,9 +89,9 @@ def _same_flips(
 
 
 class PairedImageDataset(Dataset):
-    """Item: ``{"low": 3×H×W float, "high": H×W×3 uint8, "name": low file name}``."""
+    """Item: ``{"low": 3×H×W float, "high": H×W×3 uint8, "name": low file name}``; no ``"high"`` where a test image has no reference."""
 
-    def __init__(self, pairs: list[tuple[Path, Path]]) -> None:
+    def __init__(self, pairs: list[tuple[Path, Path | None]]) -> None:
         self.pairs = pairs
 
     def __len__(self) -> int:
@@ -99,14 +99,14 @@ class PairedImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         low, high = self.pairs[index]
-        return {
-            "low": to_tensor(read_rgb(low)[0]),
-            "high": torch.from_numpy(to_uint8(read_rgb(high)[0])),
-            "name": low.name,
-        }
+        item = {"low": to_tensor(read_rgb(low)[0]), "name": low.name}
+        if high is not None:
+            item["high"] = torch.from_numpy(to_uint8(read_rgb(high)[0]))
+        return item
 
     def check_readable(self) -> None:
         """Decode every file once so that a broken one is named before training starts."""
         for low, high in self.pairs:
             read_rgb(low)
-            read_rgb(high)
+            if high is not None:
+                read_rgb(high)

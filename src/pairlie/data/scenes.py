@@ -108,3 +108,23 @@ def discover_pairs(root: str | Path, pairing: str = "auto", key: str = "data.val
             )
         pairs.append((low, high))
     return pairs
+
+
+def discover_test_images(
+    root: str | Path, pairing: str = "auto", key: str = "data.test_dir"
+) -> list[tuple[Path, Path | None]]:
+    """``(low, high)`` pairs of a folder with ``low/`` and ``high/``; else ``(image, None)`` for each image in it.
+
+    A folder of images without references (LIME, NPE, MEF, DICM, your own photos) is scored with
+    no-reference measures only.
+    """
+    root = _require_folder(Path(root), key, "a folder with low/ and high/ sub-folders, or a folder of images")
+    if (root / "low").is_dir() or (root / "high").is_dir():
+        return discover_pairs(root, pairing, key)
+    images = list_images(root)
+    if not images:
+        raise DataError(
+            f"{key}={root}: no images (png/jpg/jpeg/bmp/tif) and no low/ + high/ sub-folders; "
+            "point it at a folder of low-light images or a paired test set"
+        )
+    return [(p, None) for p in sorted(images, key=lambda p: natural_key(p.name))]
