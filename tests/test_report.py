@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, needs_shared
@@ -241,3 +242,72 @@ def test_mef_with_the_official_weights_prints_niqe_and_loe_and_writes_the_report
     assert 2 < metrics["niqe"] < 8 and 2 < metrics["input_niqe"] < 8 and metrics["loe"] > 0
     assert "NIQE" in result.stdout and "LOE" in result.stdout and f"{metrics['niqe']:.3f}" in result.stdout
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_auto_gamma_finds_the_gamma_of_the_target_brightness():
+    """L = 0.25 and R = 0.8 everywhere: the mean of L**g * R is 0.8 * 0.25**g, so 0.4 needs g = 0.5 exactly."""
+    from pairlie.inference import gamma_for_brightness
+
+    illumination, reflectance = torch.full((1, 1, 8, 8), 0.25), torch.full((1, 3, 8, 8), 0.8)
+    assert gamma_for_brightness(illumination, reflectance, 0.4) == 0.5
+    assert gamma_for_brightness(illumination, reflectance, 0.95) == 0.01  # brighter than any gamma gives
+    assert gamma_for_brightness(illumination, reflectance, 0.1) == 1.0  # darker than gamma 1 gives
+
+
+def test_pairlie_enhance_gamma_auto_writes_the_chosen_gammas_and_refuses_a_bad_brightness(tmp_path):
+    import csv as csv_module
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from conftest import make_paired_tree, save_tiny_checkpoint
+
+    enhance = shutil.which("pairlie-enhance", path=str(Path(sys.executable).parent))
+    ckpt = save_tiny_checkpoint(tmp_path / "tiny.ckpt", seed=3)
+    photos = make_paired_tree(tmp_path / "pairs", names=("a.png", "b.png")) / "low"
+    auto = subprocess.run(
+        [enhance, f"ckpt_path={ckpt}", f"input={photos}", "output=auto", "model.gamma=auto", "brightness=0.3"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert auto.returncode == 0, auto.stderr
+    rows = list(csv_module.DictReader((tmp_path / "auto" / "gamma.csv").open()))
+    assert [r["file"] for r in rows] == ["a.png", "b.png"]
+    for row in rows:
+        assert f"gamma {row['gamma']}" in auto.stdout
+        # the same image as asking for that gamma by hand
+        fixed = subprocess.run(
+            [
+                enhance,
+                f"ckpt_path={ckpt}",
+                f"input={photos / row['file']}",
+                f"output=fixed_{row['file']}",
+                f"model.gamma={row['gamma']}",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert fixed.returncode == 0, fixed.stderr
+        a = np.asarray(Image.open(tmp_path / "auto" / row["file"]))
+        b = np.asarray(Image.open(tmp_path / f"fixed_{row['file']}" / row["file"]))
+        assert np.array_equal(a, b)
+        assert 0.01 <= float(row["gamma"]) <= 1
+    bad = subprocess.run(
+        [enhance, f"ckpt_path={ckpt}", f"input={photos}", "output=bad", "model.gamma=auto", "brightness=1.5"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        bad.returncode == 2
+        and bad.stderr.startswith("error: brightness=1.5: must be")
+        and not (tmp_path / "bad").exists()
+    )

@@ -41,8 +41,8 @@ class CliSpec:
     usage: str
     examples: list[str]
     groups: list[str] = field(default_factory=list)
-    # (config file, key prefix) whose keys and comments the help lists, in this order
-    key_files: list[tuple[str, str]] = field(default_factory=list)
+    # (config file, key prefix[, only these keys]) whose keys and comments the help lists, in this order
+    key_files: list[tuple] = field(default_factory=list)
     extra_keys: list[str] = field(default_factory=list)
 
 
@@ -73,7 +73,7 @@ def split_args(argv: list[str], spec: CliSpec) -> list[str]:
 
 
 def _own_keys(spec: CliSpec) -> set[str]:
-    return {key for file, prefix in spec.key_files for key in yaml_comments(file, prefix)}
+    return {key for file, prefix, *_ in spec.key_files for key in yaml_comments(file, prefix)}
 
 
 def check(argv: list[str], spec: CliSpec) -> DictConfig:
@@ -272,8 +272,10 @@ def help_page(spec: CliSpec) -> str:
             cfg = compose(config_name=spec.config_name)
     except Exception:
         cfg = None
-    for file, prefix in spec.key_files:
+    for file, prefix, *only in spec.key_files:
         for key, (value, comment) in yaml_comments(file, prefix).items():
+            if only and key not in only[0]:
+                continue
             if value == "???":
                 value = "(required)"
             elif "${" in value and cfg is not None:

@@ -127,7 +127,7 @@ SPEC = CliSpec(
         "pairlie-test ckpt_path=X.ckpt model.gamma=[0.1,0.14,0.2,0.3]  # every γ from one decomposition",
     ],
     groups=["data"],
-    key_files=[("test.yaml", ""), ("data/default.yaml", "data.")],
+    key_files=[("test.yaml", ""), ("data/default.yaml", "data.", {"data.test_dir", "data.pairing", "data.test_limit"})],
 )
 
 
