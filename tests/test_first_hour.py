@@ -141,6 +141,9 @@ def test_help_says_what_the_cli_does_with_usage_examples_and_its_own_keys(cli, t
         ("pairlie-train", ["data=lol2"], "error: data=lol2: no such choice; did you mean data=lol?"),
         ("pairlie-enhance", ["--input", "photos"], "takes key=value overrides, not --options: write input=VALUE"),
         ("pairlie-enhance", ["photos/"], "write input=photos/"),
+        ("pairlie-enhance", ["PairLIE.pth", "input=x", "output=y"], "write ckpt_path=PairLIE.pth"),
+        ("pairlie-enhance", ["gamma=0.2", "input=x", "output=y"], "gamma: no such key; did you mean model.gamma?"),
+        ("pairlie-test", ["data=LOL"], "data=LOL: no such choice; did you mean data=lol?"),
         ("pairlie-train", ["model.width=["], "model.width=[: cannot parse"),
     ],
 )
@@ -236,7 +239,17 @@ def test_training_ends_with_scores_folder_checkpoint_and_next_commands(tmp_path)
     assert "validation (2 images): input" in log and log.count("pairlie-train finished") == 1
     noise = ("💡", "GPU available: False", "TPU available", "Total FLOPs", "Seed set to", "val_means")
     assert not [n for n in noise if n in out + result.stderr]
-    assert "Epoch 2/2" in out  # epochs counted 1..N, not 0..N-1
+    # output into a pipe, as under nohup or SLURM: progress as log lines (a bar would draw nothing), epochs from 1
+    assert "progress: epoch 2/2, step 12/12" in out and "progress: epoch 2/2" in log
+
+
+def test_a_run_stopped_by_max_steps_before_validation_still_names_a_checkpoint(tmp_path):
+    train, val = make_scene_tree(tmp_path / "train"), make_paired_tree(tmp_path / "val")
+    args = [f"data.train_dir={train}", f"data.val_dir={val}", "data.demo_root=null", "data.patch_size=32"]
+    result = run("pairlie-train", *args, "model.width=4", "trainer.max_steps=2", "logger=none", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    assert f"pairlie-test ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}" in result.stdout
 
 
 def test_progress_bar_counts_epochs_from_one_and_the_whole_run():

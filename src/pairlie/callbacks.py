@@ -85,6 +85,47 @@ class RunProgressBar(RichProgressBar):
         return items
 
 
+class ProgressLines(L.Callback):
+    """Progress as log lines, for output that is not a terminal (a file, ``nohup``, a cluster job's log).
+
+    A rich progress bar draws nothing there until the run ends. Every ``every_s`` seconds and at each
+    epoch's end, rank 0 logs epoch, step, loss and time left (to the terminal and the run's train.log).
+    """
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        self.every_s = every_s
+        self._start: tuple[float, int] = (time.monotonic(), 0)
+        self._last = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = (time.monotonic(), trainer.global_step)
+        self._last = time.monotonic()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if time.monotonic() - self._last >= self.every_s:
+            self._report(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(trainer)
+
+    def _report(self, trainer: L.Trainer) -> None:
+        self._last = time.monotonic()
+        if not trainer.is_global_zero:
+            return
+        total, (started, first_step) = run_steps(trainer), self._start
+        done, step = trainer.global_step - first_step, trainer.global_step
+        parts = [
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}",
+            f"step {step}" + (f"/{total}" if total else ""),
+        ]
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            parts.append(f"loss {float(loss):.4g}")
+        if total and done > 0:
+            parts.append(f"~{_clock((time.monotonic() - started) / done * max(0, total - step))} left")
+        logging.getLogger("pairlie").info("progress: %s", ", ".join(parts))
+
+
 def run_steps(trainer: L.Trainer) -> int | None:
     """Optimiser steps the whole run will take: the smaller of max_steps and max_epochs x batches per epoch."""
     per_epoch = trainer.num_training_batches

@@ -186,6 +186,9 @@ def summary_lines(metrics: dict[str, float], output_dir: Path, val_count: int, c
             f"  validation ({val_count} images): input {metrics['val/input_psnr']:.2f} dB / SSIM "
             f"{metrics['val/input_ssim']:.4f}  ->  enhanced {metrics['val/psnr']:.2f} dB / SSIM {metrics['val/ssim']:.4f}"
         )
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if not checkpoint and last.is_file():  # stopped before a validation chose a best one
+        checkpoint = str(last)
     lines.append(f"  run folder:  {output_dir}")
     if checkpoint:
         lines.append(f"  checkpoint:  {checkpoint}")

@@ -66,7 +66,10 @@ def split_args(argv: list[str], spec: CliSpec) -> list[str]:
                 f"(see {spec.name} --help)"
             )
         if "=" not in arg and not arg.startswith("~"):
-            hint = f"input={arg}" if "input" in _own_keys(spec) else f"KEY={arg}"
+            if arg.lower().endswith((".ckpt", ".pth", ".pt")):
+                hint = f"ckpt_path={arg}"
+            else:
+                hint = f"input={arg}" if "input" in _own_keys(spec) else f"KEY={arg}"
             raise ConfigError(f"{arg}: {spec.name} takes key=value overrides: write {hint} (see {spec.name} --help)")
         overrides.append(arg)
     return overrides
@@ -167,7 +170,9 @@ def _missing_config(exc: MissingConfigException, spec: CliSpec) -> str:
         group, choice = match.groups()
         options = group_options(group)
         if options:
-            close = difflib.get_close_matches(choice, options, n=1)
+            close = [o for o in options if o.lower() == choice.lower()] or difflib.get_close_matches(
+                choice, options, n=1
+            )
             hint = f"did you mean {group}={close[0]}? " if close else ""
             return f"{group}={choice}: no such choice; {hint}choose one of {', '.join(options)}"
     return f"{_first_line(exc)} (see {spec.name} --help)"
@@ -185,6 +190,8 @@ def _unknown_key(key: str, cfg: DictConfig, spec: CliSpec) -> str:
         return f"{key}: not in the preset; add it with +{key}=VALUE (an argument of {kind})"
     known = sorted(set(known) | {f"{parent}.{a}" for a in arguments})
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    # a key given without its group (gamma for model.gamma)
+    close = close or sorted((k for k in known if k.endswith(f".{key}")), key=lambda k: not k.startswith("model."))[:1]
     if close:
         return f"{key}: no such key; did you mean {close[0]}?"
     return f"{key}: no such key in {spec.name}'s config; see {spec.name} --help for the keys it takes"
@@ -280,7 +287,8 @@ def help_page(spec: CliSpec) -> str:
                 value = "(required)"
             elif "${" in value and cfg is not None:
                 try:
-                    value = str(OmegaConf.select(cfg, key))
+                    resolved = OmegaConf.select(cfg, key)
+                    value = "null" if resolved is None else str(resolved)
                 except Exception:
                     pass
             lines.append(f"  {key}={value}".ljust(36) + (f"  {comment}" if comment else ""))

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 from rich.table import Table
 
-from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, log, run_cli, run_reporting_errors
+from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, run_cli, run_reporting_errors
 from pairlie.cli.preflight import CliSpec
 from pairlie.errors import ConfigError
 from pairlie.evaluation import evaluate, make_lpips, write_results
@@ -53,7 +53,7 @@ def test(cfg: DictConfig) -> dict:
     gamma = gammas[0] if gammas else None
     enhancer = Enhancer.from_checkpoint(checkpoint, gamma=gamma, device=cfg.device, half=cfg.half, tile=cfg.tile)
     lpips, reason = make_lpips(str(enhancer.device)) if cfg.lpips else (None, "disabled (lpips=false)")
-    if reason:
+    if reason and cfg.lpips is True:  # asked for by name: say why not; under auto, metrics.json records it
         print(f"LPIPS skipped: {reason}")
     pairs = datamodule.test_set.pairs
     result = evaluate(
@@ -80,7 +80,6 @@ def test(cfg: DictConfig) -> dict:
     metrics = write_results(result, out_dir, meta)
     report = write_report(result, metrics, out_dir)
     print_table(metrics)
-    log.info("results in %s", out_dir)
     print(f"results: {out_dir / 'metrics.json'}")
     print(f"report: {report}")
     return metrics
@@ -97,8 +96,9 @@ def print_table(metrics: dict) -> None:
         return "n/a" if value is None else f"{value:.{digits[key]}f}"
 
     gammas = metrics["gammas"]
-    title = f"pairlie-test: {metrics['count']} images, gamma {', '.join(f'{g:g}' for g in gammas)}"
-    table = Table(title=title)
+    source = metrics.get("test_dir", "")
+    print(f"pairlie-test: {metrics['count']} images of {source}, gamma {', '.join(f'{g:g}' for g in gammas)}")
+    table = Table()
     for column in ("", *(labels[k] for k in keys)):
         table.add_column(column, justify="right")
     table.add_row("input", *(shown(metrics.get(f"input_{k}"), k) if k != "loe" else "" for k in keys))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -12,11 +13,11 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pairlie.callbacks import quiet_lightning
+from pairlie.callbacks import ProgressLines, quiet_lightning
 from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, log, run_cli, run_reporting_errors
 from pairlie.cli.preflight import CliSpec
 from pairlie.errors import ConfigError
@@ -75,11 +76,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # Lightning refuses a learning-rate monitor with nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer_args = {}
+    if not sys.stdout.isatty():  # a bar draws nothing into a file or a cluster log: progress as lines instead
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)] + [ProgressLines()]
+        trainer_args["enable_progress_bar"] = False
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_args)
     if in_submitit_job() and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
         # strategy=ddp would re-run the submitit entry point with Hydra's arguments, which it rejects
         log.warning("trainer.strategy=ddp inside a submitit job that runs one task: using ddp_spawn for its ranks")
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy="ddp_spawn")
+        trainer = instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy="ddp_spawn", **trainer_args
+        )
     if isinstance(trainer.accelerator, CPUAccelerator) and "bf16" in str(trainer.precision):
         log.warning(
             "trainer.precision=%s on a CPU: without native bf16 this runs ~50x slower than 32-true", trainer.precision
