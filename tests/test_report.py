@@ -311,3 +311,8 @@ def test_pairlie_enhance_gamma_auto_writes_the_chosen_gammas_and_refuses_a_bad_b
         and bad.stderr.startswith("error: brightness=1.5: must be")
         and not (tmp_path / "bad").exists()
     )
+
+
+def test_scoring_saved_files_needs_a_folder_to_save_them_in(sharp_net):
+    with pytest.raises(ValueError, match="give out_dir"):
+        evaluate(Enhancer(sharp_net), [], None, score_saved=True)

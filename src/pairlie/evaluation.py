@@ -102,6 +102,8 @@ def evaluate(
     gammas = [enhancer.gamma] if gammas is None else [float(g) for g in gammas]
     if score_saved and len(gammas) > 1:
         raise ValueError("score_saved scores the written files, which hold one γ only")
+    if score_saved and out_dir is None:
+        raise ValueError("score_saved scores the written files: give out_dir to write them to")
     result = TestResult(gammas, paired=all(high is not None for _, high in pairs), noref=no_reference)
     for low_path, high_path in track(pairs, description="scoring", transient=True):
         low_rgb = read_rgb(low_path)[0]
