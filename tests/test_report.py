@@ -268,44 +268,25 @@ def test_pairlie_enhance_gamma_auto_writes_the_chosen_gammas_and_refuses_a_bad_b
     enhance = shutil.which("pairlie-enhance", path=str(Path(sys.executable).parent))
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.ckpt", seed=3)
     photos = make_paired_tree(tmp_path / "pairs", names=("a.png", "b.png")) / "low"
-    auto = subprocess.run(
-        [enhance, f"ckpt_path={ckpt}", f"input={photos}", "output=auto", "model.gamma=auto", "brightness=0.3"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def run(source, output, *args):
+        command = [enhance, f"ckpt_path={ckpt}", f"input={source}", f"output={output}", *args]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    auto = run(photos, "auto", "model.gamma=auto", "brightness=0.3")
     assert auto.returncode == 0, auto.stderr
     rows = list(csv_module.DictReader((tmp_path / "auto" / "gamma.csv").open()))
     assert [r["file"] for r in rows] == ["a.png", "b.png"]
     for row in rows:
         assert f"gamma {row['gamma']}" in auto.stdout
         # the same image as asking for that gamma by hand
-        fixed = subprocess.run(
-            [
-                enhance,
-                f"ckpt_path={ckpt}",
-                f"input={photos / row['file']}",
-                f"output=fixed_{row['file']}",
-                f"model.gamma={row['gamma']}",
-            ],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        fixed = run(photos / row["file"], f"fixed_{row['file']}", f"model.gamma={row['gamma']}")
         assert fixed.returncode == 0, fixed.stderr
         a = np.asarray(Image.open(tmp_path / "auto" / row["file"]))
         b = np.asarray(Image.open(tmp_path / f"fixed_{row['file']}" / row["file"]))
         assert np.array_equal(a, b)
         assert 0.01 <= float(row["gamma"]) <= 1
-    bad = subprocess.run(
-        [enhance, f"ckpt_path={ckpt}", f"input={photos}", "output=bad", "model.gamma=auto", "brightness=1.5"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = run(photos, "bad", "model.gamma=auto", "brightness=1.5")
     assert (
         bad.returncode == 2
         and bad.stderr.startswith("error: brightness=1.5: must be")

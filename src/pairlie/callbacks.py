@@ -77,10 +77,8 @@ class RunProgressBar(RichProgressBar):
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
-        total, (started, first_step) = run_steps(trainer), self._run_start or (time.monotonic(), 0)
-        done = trainer.global_step - first_step
-        if total and done > 0:
-            left = (time.monotonic() - started) / done * max(0, total - trainer.global_step)
+        total, left = run_steps(trainer), time_left(trainer, self._run_start or (time.monotonic(), 0))
+        if total and left is not None:
             items["run"] = f"{100 * trainer.global_step / total:.0f}% ~{_clock(left)} left"
         return items
 
@@ -112,8 +110,7 @@ class ProgressLines(L.Callback):
         self._last = time.monotonic()
         if not trainer.is_global_zero:
             return
-        total, (started, first_step) = run_steps(trainer), self._start
-        done, step = trainer.global_step - first_step, trainer.global_step
+        total, left, step = run_steps(trainer), time_left(trainer, self._start), trainer.global_step
         parts = [
             f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}",
             f"step {step}" + (f"/{total}" if total else ""),
@@ -121,8 +118,8 @@ class ProgressLines(L.Callback):
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None:
             parts.append(f"loss {float(loss):.4g}")
-        if total and done > 0:
-            parts.append(f"~{_clock((time.monotonic() - started) / done * max(0, total - step))} left")
+        if left is not None:
+            parts.append(f"~{_clock(left)} left")
         logging.getLogger("pairlie").info("progress: %s", ", ".join(parts))
 
 
@@ -135,6 +132,15 @@ def run_steps(trainer: L.Trainer) -> int | None:
     if trainer.max_epochs and trainer.max_epochs > 0 and per_epoch not in (None, float("inf")):
         limits.append(int(trainer.max_epochs * per_epoch / trainer.accumulate_grad_batches))
     return min(limits) if limits else None
+
+
+def time_left(trainer: L.Trainer, start: tuple[float, int]) -> float | None:
+    """Seconds the run still needs at the pace since ``start`` = (monotonic time, global step); None before a step."""
+    total, (started, first_step) = run_steps(trainer), start
+    done = trainer.global_step - first_step
+    if not total or done <= 0:
+        return None
+    return (time.monotonic() - started) / done * max(0, total - trainer.global_step)
 
 
 def _clock(seconds: float) -> str:
