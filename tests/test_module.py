@@ -154,11 +154,13 @@ def test_large_finite_gradients_are_kept_and_one_inf_is_caught():
 
 def test_validation_runs_through_the_enhancer_s_bounded_memory_path(monkeypatch):
     """Validation of a huge image streams it in bands on a CPU (tiles on a GPU), as pairlie-test does."""
-    from pairlie import cpu
+    from pairlie import streaming
 
     streamed = []
-    original = cpu.stream
-    monkeypatch.setattr(cpu, "stream", lambda net, image, *a: streamed.append(image.shape) or original(net, image, *a))
+    original = streaming.stream
+    monkeypatch.setattr(
+        streaming, "stream", lambda net, image, *a: streamed.append(image.shape) or original(net, image, *a)
+    )
     module = PairLIEModule(width=4)
     low = torch.rand(1, 3, 17, 30)
     high = (low * 255).round().to(torch.uint8).permute(0, 2, 3, 1)

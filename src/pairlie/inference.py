@@ -12,17 +12,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from pairlie import cpu
+from pairlie import streaming
 from pairlie.checkpoints import load_net
-from pairlie.cpu import split
 from pairlie.errors import ConfigError
 from pairlie.images import quantize, to_tensor
 from pairlie.nets import PairLIENet, enhance
+from pairlie.streaming import split
 
 # N then L (or R): ten 3x3 convolutions, so an output pixel sees 10 pixels each way.
 RECEPTIVE_RADIUS = 10
 DEFAULT_OVERLAP = RECEPTIVE_RADIUS
-# tile="auto": a CPU streams rows through the nets in cache-sized bands (pairlie.cpu.stream);
+# tile="auto": a CPU streams rows through the nets in cache-sized bands (pairlie.streaming.stream);
 # a GPU (CUDA or Apple's MPS) runs tiles of this size.
 AUTO_TILE = {"cpu": None, "cuda": 1024, "mps": 1024}
 DEFAULT_GAMMA = 0.2
@@ -106,7 +106,7 @@ class Enhancer:
     reflectance, denoised and enhanced (C=3). The net passed in is copied, never changed.
 
     ``tile``: ``"auto"``, an int, or ``None`` for whole images. ``"auto"`` on a CPU streams the rows
-    through the nets in cache-sized bands, computing each pixel once (:func:`pairlie.cpu.stream`);
+    through the nets in cache-sized bands, computing each pixel once (:func:`pairlie.streaming.stream`);
     on a GPU it means tiles of 1024. An int splits the image into equal tiles of at most that size,
     each seeing ``overlap`` pixels of context (≥ the 10-pixel receptive radius). Every mode equals
     whole-image inference up to float rounding, with memory bounded by the band or tile.
@@ -178,17 +178,17 @@ class Enhancer:
         illumination, reflectance, denoised = illumination[crop], reflectance[crop], denoised[crop]
         return Decomposition(illumination, reflectance, denoised, enhance(illumination, reflectance, self.gamma))
 
-    def _run(self, patch: Tensor, borders: cpu.Borders) -> tuple[Tensor, ...]:
+    def _run(self, patch: Tensor, borders: streaming.Borders) -> tuple[Tensor, ...]:
         patch = to_device(patch, self.device, self.dtype).contiguous(memory_format=self.memory_format)
         if self.device.type == "cpu":
-            outputs = cpu.forward(self.net, patch, borders)
+            outputs = streaming.forward(self.net, patch, borders)
         else:
             outputs = self.net(patch)
         return tuple(t.float().cpu().contiguous() for t in outputs)
 
     def _tiled(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self.stream:
-            return cpu.stream(self.net, batch, self.device, self.dtype, self.overlap)
+            return streaming.stream(self.net, batch, self.device, self.dtype, self.overlap)
         n, _, height, width = batch.shape
         tile = self.tile
         if tile is None or (height <= tile + self.overlap and width <= tile + self.overlap):

@@ -10,11 +10,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pairlie.batch import GAMMA_FILE, check_output, collect_inputs, enhance_files
 from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, run_cli, run_reporting_errors
 from pairlie.cli.preflight import CliSpec
 from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
+from pairlie.folders import GAMMA_FILE, check_output, collect_inputs, enhance_files
 from pairlie.inference import Enhancer
 from pairlie.runs import resolve_checkpoint
 

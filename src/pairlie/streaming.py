@@ -1,4 +1,4 @@
-"""Exact inference paths for CPUs: no padded copies of feature maps, and rows streamed without recomputation.
+"""Exact inference paths without padded copies of feature maps: rows streamed in bands (CPU), tiles split for any device.
 
 Both compute what ``PairLIENet.forward`` computes (reflection padding at the image borders), up to
 float rounding, and are tested against it.

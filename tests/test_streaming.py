@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pairlie import cpu
+from pairlie import streaming
 from pairlie.inference import Enhancer
 
 
@@ -23,10 +23,10 @@ def plain(net, image):
     ],
 )
 def test_streamed_rows_equal_the_plain_network(sharp_net, monkeypatch, height, width, band_pixels, stream_width):
-    monkeypatch.setattr(cpu, "BAND_PIXELS", band_pixels)
-    monkeypatch.setattr(cpu, "STREAM_WIDTH", stream_width)
+    monkeypatch.setattr(streaming, "BAND_PIXELS", band_pixels)
+    monkeypatch.setattr(streaming, "STREAM_WIDTH", stream_width)
     image = torch.rand(2, 3, height, width)
-    streamed = cpu.stream(sharp_net, image, torch.device("cpu"), torch.float32, margin=10)
+    streamed = streaming.stream(sharp_net, image, torch.device("cpu"), torch.float32, margin=10)
     for got, want in zip(streamed, plain(sharp_net, image), strict=True):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
@@ -35,7 +35,7 @@ def test_streamed_rows_equal_the_plain_network(sharp_net, monkeypatch, height, w
 def test_zero_padded_convs_with_reflected_rings_equal_the_plain_network(sharp_net):
     image = torch.rand(1, 3, 23, 31).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        fast = cpu.forward(sharp_net, image)
+        fast = streaming.forward(sharp_net, image)
     for got, want in zip(fast, plain(sharp_net, image), strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
@@ -43,7 +43,7 @@ def test_zero_padded_convs_with_reflected_rings_equal_the_plain_network(sharp_ne
 def test_inside_sides_skip_the_reflection_and_only_their_ring_differs(sharp_net):
     image = torch.rand(1, 3, 40, 40)
     with torch.no_grad():
-        inner = cpu.forward(sharp_net, image, (True, True, True, False))[2]  # right side treated as inside
+        inner = streaming.forward(sharp_net, image, (True, True, True, False))[2]  # right side treated as inside
     want = plain(sharp_net, image)[2]
     # the denoiser has 5 layers: the wrong padding reaches 5 pixels in from the right edge, no further
     torch.testing.assert_close(inner[..., :-5], want[..., :-5], rtol=0, atol=1e-5)
