@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, needs_shared
+from pairlie import winograd
 from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
 from pairlie.images import load_image, quantize
@@ -18,12 +19,13 @@ from pairlie.nets import enhance
 @pytest.mark.parametrize("tile", [16, 24, 50, None])
 def test_tiled_fast_path_equals_the_plain_network_on_odd_sizes(sharp_net, tile):
     """The CPU path (zero-padded convs with reflected border rings, tiles with exactly the receptive
-    radius of context) against the plain nn.Sequential with ReflectionPad2d on the whole image."""
+    radius of context) against the plain nn.Sequential with ReflectionPad2d on the whole image.
+    conv=direct: the exact path; tests/test_winograd.py compares the Winograd one with it."""
     image = torch.rand(3, 67, 93)
     with torch.no_grad():
         illumination, reflectance, denoised = sharp_net(image[None])
     plain = (illumination, reflectance, denoised, enhance(illumination, reflectance, 0.2))
-    fast = Enhancer(sharp_net, tile=tile, device="cpu").decompose(image)
+    fast = Enhancer(sharp_net, tile=tile, device="cpu", conv="direct").decompose(image)
     assert fast.illumination.shape == (1, 1, 67, 93)
     for a, b in zip(plain, (fast.illumination, fast.reflectance, fast.denoised, fast.enhanced), strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
@@ -153,8 +155,10 @@ def test_a_gpu_runs_the_net_in_nchw(sharp_net, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.nn.Module, "to", lambda net, *a, **k: formats.append(k["memory_format"]) or net)
     Enhancer(sharp_net, device="cuda")
-    Enhancer(sharp_net, device="cpu")
-    assert formats == [torch.contiguous_format, torch.channels_last]
+    Enhancer(sharp_net, device="cpu", conv="direct")
+    Enhancer(sharp_net, device="cpu", conv="auto")  # Winograd (NNPACK) reads NCHW, where it runs
+    expected = torch.contiguous_format if winograd.unavailable_reason() is None else torch.channels_last
+    assert formats == [torch.contiguous_format, torch.channels_last, expected]
 
 
 def test_mps_is_accepted_where_pytorch_reports_it_and_tiles_like_cuda(monkeypatch):

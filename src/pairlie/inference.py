@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,12 +13,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from pairlie import streaming
+from pairlie import streaming, winograd
 from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
 from pairlie.images import quantize, to_tensor
 from pairlie.nets import PairLIENet, enhance
 from pairlie.streaming import split
+
+log = logging.getLogger("pairlie")
 
 # N then L (or R): ten 3x3 convolutions, so an output pixel sees 10 pixels each way.
 RECEPTIVE_RADIUS = 10
@@ -110,6 +113,11 @@ class Enhancer:
     on a GPU it means tiles of 1024. An int splits the image into equal tiles of at most that size,
     each seeing ``overlap`` pixels of context (≥ the 10-pixel receptive radius). Every mode equals
     whole-image inference up to float rounding, with memory bounded by the band or tile.
+
+    ``conv``: ``"auto"`` computes the 3x3 convolutions by Winograd's algorithm on a CPU where
+    NNPACK runs (:mod:`pairlie.winograd`), else directly; ``"winograd"`` insists (ConfigError where
+    it cannot run); ``"direct"`` is the exact path. Both agree to float rounding; a Winograd call
+    that fails at run time falls back to the direct path with a warning. :attr:`conv` says which runs.
     """
 
     def __init__(
@@ -120,6 +128,7 @@ class Enhancer:
         half: bool = False,
         tile: int | str | None = "auto",
         overlap: int = DEFAULT_OVERLAP,
+        conv: str = "auto",
     ) -> None:
         if not isinstance(gamma, (int, float)) or gamma <= 0:
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
@@ -136,11 +145,14 @@ class Enhancer:
         self.gamma = float(gamma)
         self.tile, self.overlap = tile, overlap
         self.dtype = torch.float16 if half else torch.float32
+        self.conv = winograd.resolve(conv, self.device)
         # Channels-last lets oneDNN pick faster kernels, same arithmetic up to float rounding: on a 2-core
         # AVX2 CPU, 194 vs 173 GFLOP/s for the 64->64 convs and 48 vs 28 for 64->3, on a 66k-pixel band.
         # A GPU runs the nets as they are, with ReflectionPad2d, which CUDA implements in NCHW only:
         # channels-last there would copy every feature map twice per layer.
-        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        # NNPACK (conv=winograd) reads NCHW.
+        cpu_format = torch.contiguous_format if self.conv == "winograd" else torch.channels_last
+        self.memory_format = cpu_format if self.device.type == "cpu" else torch.contiguous_format
         # a copy: the caller's net keeps its device, dtype, layout and training mode
         self.net = copy.deepcopy(net).eval().to(self.device, self.dtype, memory_format=self.memory_format)
 
@@ -149,7 +161,7 @@ class Enhancer:
         width = self.net.denoiser.layers[1].out_channels
         return (
             f"Enhancer(gamma={self.gamma:g}, device={str(self.device)!r}, dtype={str(self.dtype).removeprefix('torch.')}, "
-            f"{tiling}, width={width})"
+            f"{tiling}, conv={self.conv!r}, width={width})"
         )
 
     @classmethod
@@ -173,22 +185,35 @@ class Enhancer:
             batch = F.pad(batch, pad, mode="replicate")
         # the Enhancer's own dtype, also inside an autocast region (a Lightning validation under 16-mixed)
         with torch.autocast(self.device.type, enabled=False):
-            illumination, reflectance, denoised = self._tiled(batch.float())
+            illumination, reflectance, denoised = self._decomposed(batch.float())
         crop = (..., slice(0, height), slice(0, width))
         illumination, reflectance, denoised = illumination[crop], reflectance[crop], denoised[crop]
         return Decomposition(illumination, reflectance, denoised, enhance(illumination, reflectance, self.gamma))
 
+    def _decomposed(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.conv != "winograd":
+            return self._tiled(batch)
+        try:
+            with winograd.sharing_cores():
+                return self._tiled(batch)
+        except RuntimeError as error:
+            log.warning("Winograd convolution failed (%s); enhancing with direct convolutions from now on", error)
+            self.conv = "direct"
+            self.memory_format = torch.channels_last
+            self.net = self.net.to(memory_format=self.memory_format)
+            return self._tiled(batch)
+
     def _run(self, patch: Tensor, borders: streaming.Borders) -> tuple[Tensor, ...]:
         patch = to_device(patch, self.device, self.dtype).contiguous(memory_format=self.memory_format)
         if self.device.type == "cpu":
-            outputs = streaming.forward(self.net, patch, borders)
+            outputs = streaming.forward(self.net, patch, borders, fast=self.conv == "winograd")
         else:
             outputs = self.net(patch)
         return tuple(t.float().cpu().contiguous() for t in outputs)
 
     def _tiled(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self.stream:
-            return streaming.stream(self.net, batch, self.device, self.dtype, self.overlap)
+            return streaming.stream(self.net, batch, self.device, self.dtype, self.overlap, self.conv == "winograd")
         n, _, height, width = batch.shape
         tile = self.tile
         if tile is None or (height <= tile + self.overlap and width <= tile + self.overlap):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -14,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from pairlie import winograd
 from pairlie.errors import ConfigError, TrainingDiverged
 from pairlie.inference import Enhancer
 from pairlie.losses import LossWeights, pairlie_losses
@@ -60,12 +62,19 @@ class PairLIEModule(L.LightningModule):
         log_images: int = 3,
         nonfinite_patience: int = 10,
         compile: bool | str | None = None,
+        conv: str = "direct",
     ) -> None:
         super().__init__()
         if compile is True:
             compile = "default"
         if compile not in (None, False, *COMPILE_MODES):
             raise ConfigError(f"model.compile={compile!r}: must be null (off), true or one of {list(COMPILE_MODES)}")
+        if conv not in winograd.CONV_MODES:
+            raise ConfigError(f"model.conv={conv!r}: must be direct, winograd or auto")
+        if compile and conv == "winograd":
+            raise ConfigError(
+                "model.conv=winograd and model.compile: pick one (torch.compile runs direct convolutions)"
+            )
         if not isinstance(gamma, (int, float)) or gamma <= 0:
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
         if not isinstance(width, int) or width < 1:
@@ -92,6 +101,7 @@ class PairLIEModule(L.LightningModule):
                 "log_images": log_images,
                 "nonfinite_patience": nonfinite_patience,
                 "compile": compile or None,
+                "conv": conv,
             },
             logger=False,  # logged with the validation metrics in on_fit_start, for TensorBoard's HParams tab
         )
@@ -115,6 +125,7 @@ class PairLIEModule(L.LightningModule):
                 "model.compile on a CPU: a compiled 128x128 step measured 1.8x slower than eager on a 2-core "
                 "AVX2 machine, plus ~20 s of compiling; it is meant for GPUs"
             )
+        self.step_nets()  # model.conv=winograd where it cannot run: refused before the first step
         logger = self.logger
         if not isinstance(logger, TensorBoardLogger):
             return
@@ -200,7 +211,7 @@ class PairLIEModule(L.LightningModule):
         return total * torch.where(finite, 1.0, float("nan"))
 
     def step_nets(self) -> tuple:
-        """N, L and R for the training step: wrapped by ``torch.compile`` once when ``model.compile`` is set.
+        """N, L and R for the training step: compiled with ``model.compile``, Winograd with ``model.conv``.
 
         Only the training step is compiled: its crops have one size, while validation images vary.
         The wrappers are kept in a tuple, outside the module tree, so checkpoints keep their keys.
@@ -208,7 +219,12 @@ class PairLIEModule(L.LightningModule):
         if self._step_nets is None:
             nets = (self.net.denoiser, self.net.illumination, self.net.reflectance)
             mode = self.hparams.get("compile")
-            self._step_nets = tuple(torch.compile(net, mode=mode) for net in nets) if mode else nets
+            if mode:
+                self._step_nets = tuple(torch.compile(net, mode=mode) for net in nets)
+            elif winograd.resolve(self.hparams.get("conv", "direct"), self.device, "model.conv") == "winograd":
+                self._step_nets = tuple(functools.partial(winograd.run_net, net) for net in nets)
+            else:
+                self._step_nets = nets
         return self._step_nets
 
     def on_before_optimizer_step(self, optimizer) -> None:

@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pairlie import winograd
 from pairlie.nets import ConvNet, PairLIENet
 
 # rows per band when streaming: about this many pixels, which keeps a 64-channel band in the caches
 BAND_PIXELS = 65536
+WINOGRAD_BAND_PIXELS = 65536
 # images wider than this are streamed in column pieces (each with the receptive radius of context)
 STREAM_WIDTH = 2048
 
@@ -29,16 +31,20 @@ def split(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int]
     return [(a, b, max(a - margin, 0), min(b + margin, length)) for a, b in pairwise(edges)]
 
 
-def conv_reflect(x: Tensor, conv: torch.nn.Conv2d, borders: Borders, rows_padded: bool = False) -> Tensor:
+def conv_reflect(
+    x: Tensor, conv: torch.nn.Conv2d, borders: Borders, rows_padded: bool = False, fast: bool = False
+) -> Tensor:
     """``conv(reflection_pad(x))`` on the image borders named, without a padded copy of ``x``.
 
     oneDNN pads with zeros inside the convolution for free; only the one-pixel rings on image
     borders differ from reflection padding, and they are recomputed from three-pixel strips. On a
     side inside the image the zero ring only reaches context that the caller discards (one pixel
     per layer). ``rows_padded``: ``x`` already holds the rows above and below (streaming).
+    ``fast``: the convolution by Winograd's algorithm (:mod:`pairlie.winograd`), the rings direct.
     """
     weight, bias = conv.weight, conv.bias
-    y = F.conv2d(x, weight, bias, padding=(0 if rows_padded else 1, 1))
+    padding = (0 if rows_padded else 1, 1)
+    y = winograd.conv2d(x, weight, bias, padding) if fast else F.conv2d(x, weight, bias, padding=padding)
     height, width = x.shape[-2:]
     top, bottom, left, right = borders
     if top and not rows_padded:
@@ -67,12 +73,14 @@ def _activate(y: Tensor, relu: bool) -> Tensor:
     return torch.relu_(y) if relu else torch.sigmoid_(y)
 
 
-def forward(net: PairLIENet, x: Tensor, borders: Borders = (True, True, True, True)) -> tuple[Tensor, Tensor, Tensor]:
+def forward(
+    net: PairLIENet, x: Tensor, borders: Borders = (True, True, True, True), fast: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
     """``net(x)`` (illumination, reflectance, denoised) with :func:`conv_reflect` for every layer."""
 
     def run(convnet: ConvNet, h: Tensor) -> Tensor:
         for conv, relu in _layers(convnet):
-            h = _activate(conv_reflect(h, conv, borders), relu)
+            h = _activate(conv_reflect(h, conv, borders, fast=fast), relu)
         return h
 
     denoised = run(net.denoiser, x)
@@ -82,8 +90,8 @@ def forward(net: PairLIENet, x: Tensor, borders: Borders = (True, True, True, Tr
 class _RowStream:
     """One layer fed rows top to bottom: each output row is computed once, from the rows kept above it."""
 
-    def __init__(self, conv: torch.nn.Conv2d, relu: bool, left: bool, right: bool) -> None:
-        self.conv, self.relu, self.borders = conv, relu, (False, False, left, right)
+    def __init__(self, conv: torch.nn.Conv2d, relu: bool, left: bool, right: bool, fast: bool) -> None:
+        self.conv, self.relu, self.borders, self.fast = conv, relu, (False, False, left, right), fast
         self.rows: Tensor | None = None  # input rows not yet consumed (the last two, once started)
         self.started = False
 
@@ -101,7 +109,7 @@ class _RowStream:
             self.rows = rows
             return None
         self.rows = rows[:, :, -2:].clone()  # a copy: a view would keep the whole band alive
-        return _activate(conv_reflect(rows, self.conv, self.borders, rows_padded=True), self.relu)
+        return _activate(conv_reflect(rows, self.conv, self.borders, rows_padded=True, fast=self.fast), self.relu)
 
 
 def _push(chain: list[_RowStream], rows: Tensor | None, last: bool) -> Tensor | None:
@@ -112,12 +120,15 @@ def _push(chain: list[_RowStream], rows: Tensor | None, last: bool) -> Tensor | 
     return rows
 
 
-def stream(net: PairLIENet, image: Tensor, device: torch.device, dtype: torch.dtype, margin: int) -> tuple[Tensor, ...]:
+def stream(
+    net: PairLIENet, image: Tensor, device: torch.device, dtype: torch.dtype, margin: int, fast: bool = False
+) -> tuple[Tensor, ...]:
     """(illumination, reflectance, denoised) of an N×3×H×W image (H ≥ 2, W ≥ 2), rows streamed in bands.
 
     Every layer keeps the two input rows it still needs, so no pixel is computed twice and only a
     band of each feature map is alive at a time (memory independent of the image height). Images
     wider than ``STREAM_WIDTH`` are cut into column pieces with ``margin`` pixels of context.
+    ``fast``: convolutions by Winograd's algorithm, NCHW (NNPACK's layout) instead of channels-last.
     """
     n, _, height, width = image.shape
     outputs = [torch.empty(n, c, height, width) for c in (1, 3, 3)]
@@ -125,16 +136,18 @@ def stream(net: PairLIENet, image: Tensor, device: torch.device, dtype: torch.dt
     for left, right, cleft, cright in pieces:
         sides = (cleft == 0, cright == width)
         chains = [
-            [_RowStream(conv, relu, *sides) for conv, relu in _layers(part)]
+            [_RowStream(conv, relu, *sides, fast) for conv, relu in _layers(part)]
             for part in (net.denoiser, net.illumination, net.reflectance)
         ]
-        band = max(2, BAND_PIXELS // (cright - cleft))
+        band = max(2, (WINOGRAD_BAND_PIXELS if fast else BAND_PIXELS) // (cright - cleft))
         filled = [0, 0, 0]
         for top in range(0, height, band):
             last = top + band >= height
             rows = image[..., top : top + band, cleft:cright]
             # blocking: a non-blocking copy from a GPU image would be read before it arrived
-            rows = rows.to(device, dtype).contiguous(memory_format=torch.channels_last)
+            rows = rows.to(device, dtype).contiguous(
+                memory_format=torch.contiguous_format if fast else torch.channels_last
+            )
             denoised = _push(chains[0], rows, last)
             results = (_push(chains[1], denoised, last), _push(chains[2], denoised, last), denoised)
             for i, (full, out) in enumerate(zip(outputs, results, strict=True)):

@@ -39,6 +39,7 @@ def enhance(cfg: DictConfig) -> int:
         half=cfg.half,
         tile=cfg.tile,
         overlap=cfg.overlap,
+        conv=cfg.conv,
     )
     chosen: list[tuple[Path, float, float]] = []
     failures, notes = enhance_files(

@@ -51,7 +51,9 @@ def test(cfg: DictConfig) -> dict:
     if gammas and len(gammas) > 1 and cfg.score_saved:
         raise ConfigError("score_saved=true scores the written files, which hold one γ; give model.gamma one value")
     gamma = gammas[0] if gammas else None
-    enhancer = Enhancer.from_checkpoint(checkpoint, gamma=gamma, device=cfg.device, half=cfg.half, tile=cfg.tile)
+    enhancer = Enhancer.from_checkpoint(
+        checkpoint, gamma=gamma, device=cfg.device, half=cfg.half, tile=cfg.tile, conv=cfg.conv
+    )
     lpips, reason = make_lpips(str(enhancer.device)) if cfg.lpips else (None, "disabled (lpips=false)")
     if reason and cfg.lpips is True:  # asked for by name: say why not; under auto, metrics.json records it
         print(f"LPIPS skipped: {reason}")
