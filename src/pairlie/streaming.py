@@ -92,34 +92,55 @@ class _RowStream:
 
     def __init__(self, conv: torch.nn.Conv2d, relu: bool, left: bool, right: bool, fast: bool) -> None:
         self.conv, self.relu, self.borders, self.fast = conv, relu, (False, False, left, right), fast
+        self.layout = torch.contiguous_format if fast else torch.channels_last
         self.rows: Tensor | None = None  # input rows not yet consumed (the last two, once started)
         self.started = False
 
-    def push(self, new: Tensor, last: bool) -> Tensor | None:
-        rows = new if self.rows is None else torch.cat([self.rows, new], dim=2)
-        if not self.started:
-            if rows.shape[2] < 2 and not last:
-                self.rows = rows
-                return None
-            rows = torch.cat([rows[:, :, 1:2], rows], dim=2)  # the reflected row above the image
-            self.started = True
-        if last:
-            rows = torch.cat([rows, rows[:, :, -2:-1]], dim=2)  # the reflected row below it
+    def push(self, new: Tensor, last: bool, relu: bool) -> Tensor | None:
+        """This layer's output for the next rows ``new`` (before its ReLU if it has one), or None until it has three rows.
+
+        ``relu``: ``new`` has yet to go through the ReLU of the layer below, which is applied while
+        it is copied in after the kept rows (one pass over the band instead of two).
+        """
+        kept = 0 if self.rows is None else self.rows.shape[2]
+        count = kept + new.shape[2]
+        if not self.started and count < 2 and not last:
+            self.rows = torch.relu(new) if relu else new
+            return None
+        top, bottom = (0 if self.started else 1), (1 if last else 0)  # reflected rows above and below the image
+        shape = (new.shape[0], new.shape[1], top + count + bottom, new.shape[3])
+        rows = torch.empty(shape, dtype=new.dtype, device=new.device, memory_format=self.layout)
+        if kept:
+            rows[:, :, top : top + kept] = self.rows
+        if relu:
+            torch.clamp_min(new, 0, out=rows[:, :, top + kept : top + count])
+        else:
+            rows[:, :, top + kept : top + count] = new
+        if top:
+            rows[:, :, 0] = rows[:, :, 2]
+        if bottom:
+            rows[:, :, -1] = rows[:, :, -3]
+        self.started = True
         if rows.shape[2] < 3:
             self.rows = rows
             return None
         self.rows = rows[:, :, -2:].clone()  # a copy: a view would keep the whole band alive
-        return _activate(conv_reflect(rows, self.conv, self.borders, rows_padded=True, fast=self.fast), self.relu)
+        y = conv_reflect(rows, self.conv, self.borders, rows_padded=True, fast=self.fast)
+        return y if self.relu else torch.sigmoid_(y)
 
 
 def _push(chain: list[_RowStream], rows: Tensor | None, last: bool) -> Tensor | None:
+    """The chain's output for the next rows (each layer applies the ReLU of the one below), or None."""
+    relu = False
     for layer in chain:
         if rows is None:
             return None
-        rows = layer.push(rows, last)
-    return rows
+        rows = layer.push(rows, last, relu)
+        relu = layer.relu
+    return torch.relu_(rows) if relu and rows is not None else rows
 
 
+@torch.no_grad()  # inference only: the activations are written into the next layer's input
 def stream(
     net: PairLIENet, image: Tensor, device: torch.device, dtype: torch.dtype, margin: int, fast: bool = False
 ) -> tuple[Tensor, ...]:
