@@ -231,14 +231,14 @@ def _grey(x: np.ndarray) -> np.ndarray:
 
 
 def verify(run: Runner, net: PairLIENet, gamma: float, outputs: str, images: Sequence[Tensor]) -> list[Check]:
-    """Each image through ``run`` and through pairlie's :class:`Enhancer`; raises past :data:`MAX_GREY_LEVELS`.
+    """Each image through ``run`` and through pairlie's exact :class:`Enhancer` (conv=direct); raises past :data:`MAX_GREY_LEVELS`.
 
     The default γ is checked on every image, and an explicit other γ on the first, so the γ input is exercised.
     """
     checks = []
     for index, image in enumerate(images):
         for g in (None, gamma * 0.5) if index == 0 else (None,):
-            parts = Enhancer(net, gamma=g or gamma, device="cpu").decompose(image)
+            parts = Enhancer(net, gamma=g or gamma, device="cpu", conv="direct").decompose(image)  # the exact path
             expected = [parts.enhanced, parts.illumination, parts.reflectance, parts.denoised][: len(OUTPUTS[outputs])]
             got = run(image.numpy(), g)
             levels = max(int(np.abs(_grey(a) - _grey(b.numpy())).max()) for a, b in zip(got, expected, strict=True))
