@@ -1,13 +1,18 @@
 """Winograd convolutions (NNPACK): equal to the exact path up to float rounding, in inference and training, with a fallback."""
 
+import json
 import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, needs_shared
+from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, make_paired_tree, needs_shared, write_image
 from pairlie import streaming, winograd
 from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
@@ -180,3 +185,28 @@ def test_official_weights_winograd_within_one_grey_level_and_the_same_scores(fol
     assert worst <= 1
     (psnr_w, ssim_w), (psnr_d, ssim_d) = (np.mean(scores[k], axis=0) for k in ("winograd", "direct"))
     assert abs(psnr_w - psnr_d) <= 0.001 and abs(ssim_w - ssim_d) <= 0.0001
+
+
+def _cli(name, args, cwd):
+    path = shutil.which(name, path=str(Path(sys.executable).parent))
+    if path is None:
+        pytest.skip(f"{name} is not installed (pip install -e .)")
+    return subprocess.run([path, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("conv", ["direct", "winograd"])
+def test_pairlie_test_records_and_prints_the_convolution_path(tmp_path, tiny_ckpt, conv):
+    data = make_paired_tree(tmp_path / "pairs")
+    args = [f"ckpt_path={tiny_ckpt}", f"data.test_dir={data}", f"conv={conv}", "noref=false", "hydra.run.dir=out"]
+    result = _cli("pairlie-test", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["conv"] == conv
+    assert f"{conv} convolutions" in result.stdout
+
+
+def test_pairlie_enhance_with_an_unknown_conv_is_one_line(tmp_path, tiny_ckpt):
+    photo = write_image(tmp_path / "in.png")
+    result = _cli("pairlie-enhance", [f"ckpt_path={tiny_ckpt}", f"input={photo}", "output=out", "conv=fast"], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: conv='fast': must be auto, winograd or direct"
+    assert not (tmp_path / "out").exists()

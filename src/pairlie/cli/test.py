@@ -78,6 +78,7 @@ def test(cfg: DictConfig) -> dict:
         "scored": "saved files" if cfg.score_saved else "in-memory images",
         "jpeg_quality": cfg.jpeg_quality,
         "lpips_skipped": reason,
+        "conv": enhancer.conv,  # winograd or direct: equal to float rounding, the scores to 0.001 dB (README)
     }
     metrics = write_results(result, out_dir, meta)
     report = write_report(result, metrics, out_dir)
@@ -99,7 +100,8 @@ def print_table(metrics: dict) -> None:
 
     gammas = metrics["gammas"]
     source = metrics.get("test_dir", "")
-    print(f"pairlie-test: {metrics['count']} images of {source}, gamma {', '.join(f'{g:g}' for g in gammas)}")
+    conv = f", {metrics['conv']} convolutions" if "conv" in metrics else ""
+    print(f"pairlie-test: {metrics['count']} images of {source}, gamma {', '.join(f'{g:g}' for g in gammas)}{conv}")
     table = Table()
     for column in ("", *(labels[k] for k in keys)):
         table.add_column(column, justify="right")
