@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 
 from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, needs_shared
-from pairlie import winograd
 from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
 from pairlie.images import load_image, quantize
@@ -156,9 +155,8 @@ def test_a_gpu_runs_the_net_in_nchw(sharp_net, monkeypatch):
     monkeypatch.setattr(torch.nn.Module, "to", lambda net, *a, **k: formats.append(k["memory_format"]) or net)
     Enhancer(sharp_net, device="cuda")
     Enhancer(sharp_net, device="cpu", conv="direct")
-    Enhancer(sharp_net, device="cpu", conv="auto")  # Winograd (NNPACK) reads NCHW, where it runs
-    expected = torch.contiguous_format if winograd.unavailable_reason() is None else torch.channels_last
-    assert formats == [torch.contiguous_format, torch.channels_last, expected]
+    Enhancer(sharp_net, device="cpu", conv="winograd")  # NNPACK reads NCHW
+    assert formats == [torch.contiguous_format, torch.channels_last, torch.contiguous_format]
 
 
 def test_mps_is_accepted_where_pytorch_reports_it_and_tiles_like_cuda(monkeypatch):

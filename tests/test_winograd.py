@@ -54,12 +54,23 @@ def test_winograd_enhancer_equals_the_direct_one(sharp_net, monkeypatch, tile, h
         torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=1e-4)
 
 
-def test_auto_is_winograd_on_a_cpu_and_direct_on_a_gpu():
-    assert winograd.resolve("auto", torch.device("cpu")) == "winograd"
+def test_auto_takes_winograd_where_it_measures_faster_and_never_on_a_gpu(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(winograd, "measured_speedup", lambda: winograd.AUTO_MIN_SPEEDUP + 0.1)
+    assert winograd.resolve("auto", cpu) == "winograd"
     assert winograd.resolve("auto", torch.device("cuda")) == "direct"
-    assert winograd.resolve("direct", torch.device("cpu")) == "direct"
+    monkeypatch.setattr(winograd, "measured_speedup", lambda: winograd.AUTO_MIN_SPEEDUP - 0.1)
+    assert winograd.resolve("auto", cpu) == "direct"
+    assert winograd.resolve("winograd", cpu) == "winograd"  # asked for by name: no measurement decides
+    assert winograd.resolve("direct", cpu) == "direct"
     with pytest.raises(ConfigError, match=r"^conv='fast': must be auto, winograd or direct$"):
-        winograd.resolve("fast", torch.device("cpu"))
+        winograd.resolve("fast", cpu)
+
+
+def test_the_speedup_is_measured_once_per_process_and_is_a_plain_ratio():
+    first = winograd.measured_speedup()
+    assert isinstance(first, float) and 0.05 < first < 20
+    assert winograd.measured_speedup() is first  # cached: one measurement per process
 
 
 def test_without_nnpack_auto_falls_back_and_winograd_is_refused_in_one_line(sharp_net, no_nnpack):
