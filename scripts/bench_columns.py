@@ -17,6 +17,7 @@ A column that cannot run here raises :class:`bench_common.Unavailable` when its 
 
 from __future__ import annotations
 
+import importlib
 import resource
 import statistics
 import tempfile
@@ -271,17 +272,22 @@ def onnx_model() -> bytes:
         raise Unavailable(f"onnx is not installed ({BENCH_EXTRA})") from None
 
 
+def cpu_runtime(device: torch.device, name: str):
+    """The module of the runtime ``name``; :class:`Unavailable` off the CPU or where it is not installed."""
+    if device.type != "cpu":
+        raise Unavailable(f"a CPU runtime; this run is on {device}")
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise Unavailable(f"{name} is not installed ({BENCH_EXTRA})") from None
+
+
 class OnnxRuntime(Side):
     """ONNX Runtime, CPU execution provider, intra-op threads = torch's threads, on pairlie's exported model."""
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        if self.device.type != "cpu":
-            raise Unavailable("a CPU runtime; this run is on " + str(self.device))
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise Unavailable(f"onnxruntime is not installed ({BENCH_EXTRA})") from None
+        ort = cpu_runtime(self.device, "onnxruntime")
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3  # not the note that gamma, having a default, can be overridden
@@ -297,12 +303,7 @@ class OpenVino(Side):
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        if self.device.type != "cpu":
-            raise Unavailable("a CPU runtime; this run is on " + str(self.device))
-        try:
-            import openvino as ov
-        except ImportError:
-            raise Unavailable(f"openvino is not installed ({BENCH_EXTRA})") from None
+        ov = cpu_runtime(self.device, "openvino")
         config = {
             "INFERENCE_NUM_THREADS": torch.get_num_threads(),
             "PERFORMANCE_HINT": "LATENCY",

@@ -3,13 +3,13 @@
 import copy
 from contextlib import contextmanager
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from conftest import cpu_trainer
 from pairlie.module import PairLIEModule
 
 WIDTH, CROP = 8, 32
@@ -129,14 +129,7 @@ def max_relative_difference(module: PairLIEModule, published: PublishedNet) -> f
 
 def train_pairlie(module: PairLIEModule, crops) -> PairLIEModule:
     """pairlie-train's path: Lightning fits the module with its own training_step, Adam and StepLR per epoch."""
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=EPOCHS,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = cpu_trainer(EPOCHS * STEPS_PER_EPOCH, max_epochs=EPOCHS)
     trainer.fit(module, DataLoader(crops, batch_size=1, shuffle=False))
     assert trainer.global_step == EPOCHS * STEPS_PER_EPOCH
     assert trainer.optimizers[0].param_groups[0]["lr"] == 1e-4 * 0.5 ** (EPOCHS // DECAY_EPOCHS)
