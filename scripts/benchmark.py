@@ -1,20 +1,22 @@
 #!/usr/bin/env python
-"""Benchmark pairlie against the published PairLIE loop, in one run on one machine; prints one JSON object.
+"""Benchmark pairlie against the published PairLIE code and CPU runtimes, in one run on one machine; prints one JSON object.
 
     python scripts/benchmark.py [--quick] [--device cpu|cuda] [--data ../shared/data]
 
-Each side runs in its own worker process, set up the way it runs for users: the reference is the
-published loop written plainly (both exposures through all three nets, the unused illumination of
-the second included; eager fp32; two full images decoded from disk for every sample; no DataLoader
-workers; whole-image inference; the default allocator). pairlie is its own training step (decoded
-scenes cached, no second illumination) and its Enhancer (equal tiles with exactly the receptive
-radius of context, channels-last, zero-padded convolutions with reflected border rings), in a
-process with ``pairlie.speed.keep_freed_memory()`` as its CLIs set it. The parent alternates the
-workers round by round, so slow phases of a noisy machine hit both sides alike; every figure is a
-median over rounds after a warm-up, GPU timings synchronise. A third worker (full mode) runs
-pairlie's code with the default allocator, to say what each change contributes. Page faults per
-step or image and the kernel's share of each side's CPU time are reported with the timings: on a
-VM the cost of a page fault varies over the day, and with it the published code's speed.
+Columns, each in a worker process of its own set up as it runs for users (scripts/bench_columns.py):
+the published code; pairlie exact (``conv="direct"``: its ``PairLIEModule.training_step``, and its
+``Enhancer``, which on a CPU streams the rows through the nets in cache-sized bands); pairlie
+Winograd (``conv="winograd"``, issue 15); ONNX Runtime and OpenVINO (inference on the CPU, with
+the ``bench`` extra) on the model as ``pairlie-export`` writes it, exported outside the timed
+section, with torch's thread count, each output checked against pairlie exact's; in full mode
+also pairlie exact without its allocator setting.
+
+A column that cannot run here (a runtime not installed, the Winograd path not in this pairlie) is
+left out with its reason under ``skipped``. The parent alternates the workers round by round, so
+slow phases of a noisy machine hit every column alike; every figure is a median over rounds after
+a warm-up; GPU timings synchronise. The training step is also timed as whole processes, start-up
+cancelled out: a 110-step run minus a 10-step run of the published loop and of ``pairlie-train``.
+``contributions`` collects the speed-ups: what the exact path, Winograd, and the peers each give.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import argparse
 import json
 import multiprocessing as mp
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -32,187 +33,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_columns import DEFAULT_MALLOC, EXACT, OPENVINO, ORT, PATCH, PUBLISHED, WINOGRAD, Published, serve
+from bench_common import Unavailable, conv_overrides, pairlie_train, run_logged
 
 from pairlie.nets import PairLIENet
 
-REPO = Path(__file__).resolve().parents[1]
 # per pixel, as torch's FLOP counter counts them (tested): N, L, R forward; the useful training
 # work of a pair (N, L, R on im1 and N, R on im2, forward and backward), which both sides are
-# credited with although the reference also computes the unused illumination of im2
+# credited with although the published loop also computes the unused illumination of im2
 FORWARD_FLOP_PER_PX = PairLIENet(64).forward_flops(1)
 TRAIN_FLOP_PER_PX = PairLIENet(64).training_flops(1)
-PATCH = 128
-
-
-# ----------------------------------------------------------------------------- worker side
-
-
-class Side:
-    """One side of the comparison, living in its own process."""
-
-    def __init__(self, kind: str, device: str, data: Path, scene_limit: int | None) -> None:
-        from pairlie.data.scenes import discover_scenes
-        from pairlie.losses import LossWeights
-        from pairlie.nets import PairLIENet
-
-        self.kind, self.device, self.data_dir = kind, torch.device(device), data
-        if kind == "pairlie":
-            from pairlie.speed import keep_freed_memory
-
-            keep_freed_memory()
-        self.scenes = discover_scenes(data / "SICE-train", PATCH)[:scene_limit]
-        self.rng = np.random.default_rng(0)
-        self.weights = LossWeights()
-        weights = data.parent / "weights" / "PairLIE.pth"
-        torch.manual_seed(0)
-        self.train_net = PairLIENet(64).to(self.device)
-        self.opt = torch.optim.Adam(self.train_net.parameters(), lr=1e-4)
-        if weights.is_file():
-            from pairlie.checkpoints import load_net
-
-            self.infer_net = load_net(weights)[0].eval()
-        else:
-            self.infer_net = PairLIENet(64).eval()
-        if kind == "reference":
-            self.infer_net.to(self.device)
-        else:
-            from pairlie.data.datasets import ExposurePairDataset
-            from pairlie.inference import Enhancer
-
-            self.dataset = ExposurePairDataset(self.scenes, patch_size=PATCH)
-            self.enhancer = Enhancer(self.infer_net, gamma=0.2, device=str(self.device))
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def timed(self, fn, count: int) -> list[float]:
-        times = []
-        for _ in range(count):
-            self.sync()
-            start = time.perf_counter()
-            fn()
-            self.sync()
-            times.append(time.perf_counter() - start)
-        return times
-
-    # the published data path: decode two full exposures from disk, crop one window
-    def reference_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from PIL import Image
-
-        paths = self.scenes[self.rng.integers(len(self.scenes))].paths
-        first, second = self.rng.choice(len(paths), 2, replace=False)
-        ims = [
-            torch.from_numpy(np.array(Image.open(paths[i]).convert("RGB"))).permute(2, 0, 1).float() / 255
-            for i in (first, second)
-        ]
-        top = self.rng.integers(0, ims[0].shape[1] - PATCH + 1)
-        left = self.rng.integers(0, ims[0].shape[2] - PATCH + 1)
-        return tuple(im[:, top : top + PATCH, left : left + PATCH] for im in ims)
-
-    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.kind == "reference":
-            return self.reference_sample()
-        return self.dataset[int(self.rng.integers(len(self.dataset)))]
-
-    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        items = [self.sample() for _ in range(size)]
-        return tuple(torch.stack(ims).to(self.device, non_blocking=True) for ims in zip(*items, strict=True))
-
-    def loss(self, net, im1: torch.Tensor, im2: torch.Tensor) -> torch.Tensor:
-        from pairlie.losses import consistency_loss, fidelity_loss, pairlie_losses, retinex_loss
-
-        if self.kind == "reference":
-            L1, R1, X1 = net(im1)
-            L2, R2, X2 = net(im2)  # the published loop computes L2 although no loss uses it
-            return consistency_loss(R1, R2) + retinex_loss(L1, R1, im1, X1) + 500 * fidelity_loss(im1, X1)
-        L1, R1, X1 = net(im1)
-        return pairlie_losses(L1, R1, X1, net.reflectance_only(im2), im1, self.weights)["total"]
-
-    def train(self, steps: int, batch: int) -> list[float]:
-        def step():
-            im1, im2 = self.batch(batch)
-            loss = self.loss(self.train_net, im1, im2)
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-
-        return self.timed(step, steps)
-
-    def same_loss(self) -> float:
-        """The loss of fixed weights on fixed inputs: both sides must agree."""
-        from pairlie.nets import PairLIENet
-
-        torch.manual_seed(1)
-        net = PairLIENet(64).to(self.device)
-        im1, im2 = torch.rand(2, 1, 3, PATCH, PATCH, device=self.device)
-        with torch.no_grad():
-            return self.loss(net, im1, im2).item()
-
-    def data(self, count: int) -> list[float]:
-        return self.timed(self.sample, count)
-
-    def enhance(self, image: torch.Tensor) -> torch.Tensor:
-        from pairlie.nets import enhance
-
-        if self.kind == "reference":
-            with torch.no_grad():
-                L, R, _ = self.infer_net(image[None].to(self.device))
-                return enhance(L, R, 0.2)[0].cpu()
-        return self.enhancer.decompose(image).enhanced[0]
-
-    def infer(self, height: int, width: int, count: int, keep: bool) -> dict:
-        from pairlie.images import load_image, quantize
-
-        image = load_image(sorted((self.data_dir / "LOL-test" / "low").glob("*.png"))[0])
-        if image.shape[1:] != (height, width):
-            image = torch.nn.functional.interpolate(image[None], (height, width), mode="bilinear")[0].clamp(0, 1)
-        before = self.usage()
-        out = {"times": self.timed(lambda: self.enhance(image), count)}
-        out["usage"] = [b - a for a, b in zip(before, self.usage(), strict=True)]
-        if keep:
-            out["image"] = quantize(self.enhance(image))
-        return out
-
-    def folder(self, count: int) -> float:
-        """Images/s: decode, enhance, write a PNG, for the first ``count`` LOL-test photos."""
-        from PIL import Image
-
-        from pairlie.images import load_image, quantize
-
-        paths = sorted((self.data_dir / "LOL-test" / "low").glob("*.png"))[:count]
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            for path in paths:
-                Image.fromarray(quantize(self.enhance(load_image(path)))).save(Path(tmp) / path.name)
-            return len(paths) / (time.perf_counter() - start)
-
-    def conv_peak(self, repeats: int) -> float:
-        """GFLOP/s of one 64->64 3x3 convolution on a cache-sized channels-last tile: the practical peak."""
-        conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(self.device).to(memory_format=torch.channels_last)
-        x = torch.rand(1, 64, 128, 128, device=self.device).contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            self.timed(lambda: conv(x), 3)
-            return 2 * 64 * 64 * 9 * 128 * 128 / statistics.median(self.timed(lambda: conv(x), repeats)) / 1e9
-
-    def peak_rss_mb(self) -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def usage(self) -> tuple[int, float, float]:
-        """Page faults, system and user CPU seconds of this process so far (all threads)."""
-        r = resource.getrusage(resource.RUSAGE_SELF)
-        return r.ru_minflt + r.ru_majflt, r.ru_stime, r.ru_utime
-
-
-def serve(conn, kind: str, device: str, data: str, scene_limit: int | None) -> None:
-    side = Side(kind, device, Path(data), scene_limit)
-    conn.send("ready")
-    while True:
-        request = conn.recv()
-        if request is None:
-            return
-        name, args = request
-        conn.send(getattr(side, name)(*args))
+# (faster candidate, baseline): the speed-ups reported, time of the baseline / time of the candidate
+SPEEDUPS = [
+    (EXACT, PUBLISHED),
+    (WINOGRAD, EXACT),
+    (WINOGRAD, PUBLISHED),
+    (DEFAULT_MALLOC, PUBLISHED),
+    (EXACT, ORT),
+    (EXACT, OPENVINO),
+    (WINOGRAD, ORT),
+    (WINOGRAD, OPENVINO),
+]
+BIG = (3000, 4000)  # height, width of the full mode's largest image
+RSS_TARGET_MB = 1536
+STARTED = time.perf_counter()
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -225,8 +69,14 @@ class Worker:
         limit = 12 if args.quick else None
         self.process = ctx.Process(target=serve, args=(child, kind, args.device, args.data, limit), daemon=True)
         self.process.start()
-        if self.conn.recv() != "ready":
-            raise RuntimeError(f"{kind} worker failed to start")
+        try:
+            status, self.info = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"{kind} worker failed to start (see its traceback above)") from None
+        if status == "unavailable":
+            self.process.join()
+            raise Unavailable(self.info)
+        self.start_rss_mb = self("peak_rss_mb")
 
     def __call__(self, name: str, *args):
         self.conn.send((name, args))
@@ -235,6 +85,17 @@ class Worker:
     def close(self) -> None:
         self.conn.send(None)
         self.process.join()
+
+
+def start(kinds: list[str], args, skipped: dict[str, str]) -> dict[str, Worker]:
+    """A worker per kind that can run here; the others go into ``skipped`` with the reason."""
+    workers = {}
+    for kind in kinds:
+        try:
+            workers[kind] = Worker(kind, args)
+        except Unavailable as exc:
+            skipped[kind] = str(exc)
+    return workers
 
 
 class Usage:
@@ -267,8 +128,18 @@ def alternate(
     return times, usage
 
 
+def note(message: str) -> None:
+    """Progress on stderr (the JSON goes to stdout), with the time since the start."""
+    print(f"[{time.perf_counter() - STARTED:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+
 def med(times: list[float]) -> float:
     return statistics.median(times)
+
+
+def speedups(seconds: dict[str, float]) -> dict[str, float]:
+    """``a_over_b``: b's time / a's time (> 1: a is faster), for the pairs of :data:`SPEEDUPS` measured."""
+    return {f"{a}_over_{b}": seconds[b] / seconds[a] for a, b in SPEEDUPS if a in seconds and b in seconds}
 
 
 def train_figures(timed: tuple[dict[str, list[float]], Usage], batch: int) -> dict:
@@ -278,9 +149,7 @@ def train_figures(timed: tuple[dict[str, list[float]], Usage], batch: int) -> di
     for kind, t in times.items():
         out[f"{kind}_pair_steps_per_s"] = batch / med(t)
         out[f"{kind}_gflops"] = flop / med(t) / 1e9
-    out["ratio"] = med(times["reference"]) / med(times["pairlie"])
-    if "pairlie_default_malloc" in times:
-        out["ratio_without_malloc_setting"] = med(times["reference"]) / med(times["pairlie_default_malloc"])
+    out["speedup"] = speedups({kind: med(t) for kind, t in times.items()})
     return out
 
 
@@ -297,42 +166,156 @@ def infer_figures(workers: dict[str, Worker], height: int, width: int, rounds: i
             usage[kind] = [a + b for a, b in zip(usage[kind], result["usage"], strict=True)]
             images.setdefault(kind, result.get("image"))
     flop = FORWARD_FLOP_PER_PX * height * width
-    out: dict = {"size": f"{width}x{height}"}
+    out: dict = {"size": f"{width}x{height}", "rounds": rounds}
     for kind, (faults, system, user) in usage.items():
         out[f"{kind}_page_faults_per_image"] = round(faults / rounds)
         out[f"{kind}_kernel_cpu_share"] = system / max(system + user, 1e-9)
     for kind, t in times.items():
         out[f"{kind}_s"] = med(t)
         out[f"{kind}_gflops"] = flop / med(t) / 1e9
-    if "reference" in times:
-        out["ratio"] = med(times["reference"]) / med(times["pairlie"])
-        if "pairlie_default_malloc" in times:
-            out["ratio_without_malloc_setting"] = med(times["reference"]) / med(times["pairlie_default_malloc"])
-        diff = np.abs(images["reference"].astype(int) - images["pairlie"].astype(int))
-        out["max_grey_level_diff"] = int(diff.max())
+    out["speedup"] = speedups({kind: med(t) for kind, t in times.items()})
+    # every output against pairlie's exact path, in grey levels of the uint8 images
+    exact = images[EXACT].astype(np.int16)
+    diffs = {kind: np.abs(image.astype(np.int16) - exact) for kind, image in images.items() if kind != EXACT}
+    if diffs:
+        out["max_grey_level_diff_vs_pairlie_exact"] = {kind: int(d.max()) for kind, d in diffs.items()}
+        out["share_of_values_differing_vs_pairlie_exact"] = {kind: float((d > 0).mean()) for kind, d in diffs.items()}
+        out["within_1_grey_level"] = all(int(d.max()) <= 1 for d in diffs.values())
     return out
+
+
+def available_mb() -> float:
+    with open("/proc/meminfo") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("MemAvailable")) / 1024
+
+
+def fits_big(worker: Worker, measured: tuple[int, int]) -> str | None:
+    """None where ``worker`` should fit the big image in memory, judged from its peak at ``measured``; else why not."""
+    grown = max(worker("peak_rss_mb") - worker.start_rss_mb, 0.0)
+    need = worker.start_rss_mb + grown * (BIG[0] * BIG[1]) / (measured[0] * measured[1])
+    free = available_mb()
+    if need < 0.8 * free:
+        return None
+    return (
+        f"needs about {need / 1024:.1f} GB at {BIG[1]}x{BIG[0]} (its peak RSS so far, {measured[1]}x{measured[0]} its "
+        "largest image, scaled by the pixels), "
+        f"{free / 1024:.1f} GB available"
+    )
+
+
+def big_image(args, workers: dict[str, Worker], skipped: dict[str, str]) -> dict:
+    """4000×3000: pairlie's columns in fresh workers (their peak RSS is the image's); the others where memory allows."""
+    fresh = start([EXACT, WINOGRAD], args, {})
+    for worker in fresh.values():
+        worker("infer", 400, 600, 1, False)  # warm-up on a small image: the peak stays the big image's
+    others = {}
+    for kind in (PUBLISHED, ORT, OPENVINO):
+        if kind in workers:
+            reason = fits_big(workers[kind], (1080, 1920))
+            if reason is None:
+                others[kind] = workers[kind]
+            else:
+                skipped[f"{kind}_{BIG[1]}x{BIG[0]}"] = reason
+    out = infer_figures({**fresh, **others}, *BIG, rounds=2, warmup=False)
+    out["peak_rss_mb"] = {kind: worker("peak_rss_mb") for kind, worker in {**fresh, **others}.items()}
+    out["peak_rss_note"] = "pairlie's columns in fresh workers that ran a 600x400 warm-up and this size only"
+    out["peak_rss_target_mb"] = RSS_TARGET_MB
+    for worker in fresh.values():
+        worker.close()
+    return out
+
+
+# ----------------------------------------------------------------------------- whole processes
+
+
+def published_loop(steps: int, data: Path, device: str) -> None:
+    """The published training loop for ``steps`` batch-1 steps in this process (the whole-process timing runs it)."""
+    Published(PUBLISHED, device, data, None).train(steps, 1)
+
+
+def process_training(args, skipped: dict[str, str]) -> dict:
+    """Seconds per training step at 128², batch 1, steady state: (T(long) - T(short)) / (long - short) of whole runs.
+
+    The published loop runs in a process of this script; pairlie as a user runs it,
+    ``pairlie-train experiment=sice``, validation off (with ten steps, its two passes over the
+    SICE-test images would outweigh the steps being timed); checkpoints and logging as by default.
+    """
+    short, long = (10, 30) if args.quick else (10, 110)
+    rounds = 1 if args.quick else 3
+    accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
+    sides = {PUBLISHED: [sys.executable, str(Path(__file__).resolve()), "--data", str(Path(args.data).resolve())]}
+    sides[PUBLISHED] += ["--device", args.device, "--published-loop"]
+    for kind, conv in ((EXACT, "direct"), (WINOGRAD, "winograd")):
+        try:
+            overrides = conv_overrides(conv)
+        except Unavailable as exc:
+            skipped[f"{kind}_whole_process"] = str(exc)
+            continue
+        sides[kind] = [pairlie_train(), "experiment=sice", f"paths.data_dir={Path(args.data).resolve()}"]
+        sides[kind] += ["data.val_dir=null", f"trainer.accelerator={accelerator}", *overrides]
+
+    def command(kind: str, steps: int, folder: Path) -> list[str]:
+        if kind == PUBLISHED:
+            return [*sides[kind], str(steps)]
+        return [*sides[kind], f"trainer.max_steps={steps}", f"hydra.run.dir={folder / f'{kind}-{steps}'}"]
+
+    runs: dict[str, list[list[float]]] = {kind: [] for kind in sides}
+    with tempfile.TemporaryDirectory(prefix="pairlie-bench-") as tmp:
+        for r in range(rounds):
+            folder = Path(tmp) / f"round{r}"
+            folder.mkdir()
+            seconds = {
+                (kind, n): run_logged(command(kind, n, folder), folder, f"{kind}-{n}")
+                for n in (short, long)
+                for kind in sides
+            }
+            for kind in sides:
+                runs[kind].append([seconds[kind, short], seconds[kind, long]])
+    per_step = {kind: med([(b - a) / (long - short) for a, b in pairs]) for kind, pairs in runs.items()}
+    out: dict = {
+        "method": f"(T{long} - T{short}) / {long - short}: wall time of whole processes, start-up cancelled out; median of {rounds} round(s)",
+        "commands": {kind: " ".join(command(kind, long, Path("RUN"))) for kind in sides},
+    }
+    for kind in sides:
+        out[f"{kind}_s_per_step"] = per_step[kind]
+        out[f"{kind}_runs_s"] = runs[kind]
+    out["speedup"] = speedups(per_step)
+    return out
+
+
+# ----------------------------------------------------------------------------- main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="fewer rounds, no 1080p reference (< 2 min on 2 CPU cores)"
+        "--quick", action="store_true", help="fewer rounds and sizes (about 3 min on 2 quiet CPU cores)"
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--batch", type=int, default=8, help="the larger training batch")
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--batch", type=int, default=8, help="the larger training batch (full mode)")
+    parser.add_argument(
+        "--published-loop",
+        type=int,
+        metavar="STEPS",
+        help="only run the published loop for STEPS steps (timed from outside)",
+    )
     args = parser.parse_args()
     data = Path(args.data)
     if not (data / "SICE-train").is_dir() or not (data / "LOL-test" / "low").is_dir():
         sys.exit(
             f"error: --data={data}: no SICE-train/ and LOL-test/low/ there; point --data at the shared data folder"
         )
+    if args.published_loop is not None:
+        published_loop(args.published_loop, data, args.device)
+        return
     quick = args.quick
-    kinds = ["reference", "pairlie"] + ([] if quick else ["pairlie_default_malloc"])
-    # "pairlie_default_malloc" runs pairlie's code without pairlie.speed.keep_freed_memory()
-    workers = {kind: Worker(kind, args) for kind in kinds}
-    both = {kind: workers[kind] for kind in ("reference", "pairlie")}
-    ours = {"pairlie": workers["pairlie"]}
+    skipped: dict[str, str] = {}
+    training = [PUBLISHED, EXACT, WINOGRAD] + ([] if quick else [DEFAULT_MALLOC])
+    workers = start(training + [ORT, OPENVINO], args, skipped)
+    if EXACT not in workers or PUBLISHED not in workers:
+        sys.exit(f"error: the published and pairlie_exact columns must run: {skipped}")
+    trainers = {kind: workers[kind] for kind in training if kind in workers}
     rounds = 4 if quick else 10
 
     result: dict = {
@@ -343,33 +326,55 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine(),
             "quick": quick,
         },
-        "conv_peak_gflops": workers["pairlie"]("conv_peak", 15),
+        "columns": {kind: worker.info for kind, worker in workers.items()},
+        "skipped": skipped,
+        "speedup_legend": "a_over_b = time of b / time of a: above 1, a is faster",
+        "conv_peak_gflops": workers[EXACT]("conv_peak", 15),
     }
-    result["train_b1"] = train_figures(alternate(workers, "train", rounds, 2, 1), 1)
-    losses = {kind: workers[kind]("same_loss") for kind in ("reference", "pairlie")}
-    result["train_b1"]["loss_rel_diff"] = abs(losses["reference"] - losses["pairlie"]) / abs(losses["reference"])
-    result[f"train_b{args.batch}"] = train_figures(
-        alternate(workers, "train", 1 if quick else 3, 1, args.batch), args.batch
-    )
+    note(f"columns {sorted(workers)}; skipped {sorted(skipped)}")
+    result["train_b1"] = train_figures(alternate(trainers, "train", rounds, 2, 1), 1)
+    losses = {kind: worker("same_loss") for kind, worker in trainers.items()}
+    result["train_b1"]["loss_rel_diff_vs_published"] = {
+        kind: abs(loss - losses[PUBLISHED]) / abs(losses[PUBLISHED])
+        for kind, loss in losses.items()
+        if kind != PUBLISHED
+    }
+    if not quick:
+        result[f"train_b{args.batch}"] = train_figures(alternate(trainers, "train", 3, 1, args.batch), args.batch)
 
+    note("done: training steps timed in-process")
+    both = {kind: workers[kind] for kind in (PUBLISHED, EXACT)}
     data_times = alternate(both, "data", rounds, 8)[0]
-    step = med(alternate({"pairlie": workers["pairlie"]}, "train", 2, 2, 1)[0]["pairlie"])
+    step = med(alternate({EXACT: workers[EXACT]}, "train", 2, 2, 1)[0][EXACT])
     result["data"] = {
-        "reference_samples_per_s": 1 / med(data_times["reference"]),
-        "pairlie_samples_per_s": 1 / med(data_times["pairlie"]),
-        "ratio": med(data_times["reference"]) / med(data_times["pairlie"]),
+        "published_samples_per_s": 1 / med(data_times[PUBLISHED]),
+        "pairlie_samples_per_s": 1 / med(data_times[EXACT]),
+        "speedup": med(data_times[PUBLISHED]) / med(data_times[EXACT]),
         # the loop waits for data this share of the time: one sample per batch-1 step, same process
-        "pairlie_data_share_of_step": med(data_times["pairlie"]) / step,
+        "pairlie_data_share_of_step": med(data_times[EXACT]) / step,
     }
 
     result["infer_600x400"] = infer_figures(workers, 400, 600, 3 if quick else 7)
-    # quick: pairlie only, no warm-up (the 600x400 runs warmed it up)
+    note("done: 600x400")
+    # quick: pairlie's two columns, no warm-up (the 600x400 runs warmed them up)
+    ours = {kind: workers[kind] for kind in (EXACT, WINOGRAD) if kind in workers}
     result["infer_1920x1080"] = infer_figures(ours if quick else workers, 1080, 1920, 1 if quick else 3, not quick)
-    folder = {kind: worker("folder", 3 if quick else 15) for kind, worker in both.items()}
-    result["folder_images_per_s"] = {**folder, "ratio": folder["pairlie"] / folder["reference"]}
+    note("done: 1920x1080")
     result["peak_rss_mb"] = {kind: worker("peak_rss_mb") for kind, worker in workers.items()}
+    if not quick:
+        folder = {kind: workers[kind]("folder", 15) for kind in (PUBLISHED, *ours)}
+        result["folder_images_per_s"] = {**folder, "speedup": speedups({kind: 1 / v for kind, v in folder.items()})}
+        if DEFAULT_MALLOC in workers:  # its figures are in: free its memory for the big image
+            workers.pop(DEFAULT_MALLOC).close()
+        result[f"infer_{BIG[1]}x{BIG[0]}"] = big_image(args, workers, skipped)
+        note(f"done: {BIG[1]}x{BIG[0]}")
     for worker in workers.values():
         worker.close()
+
+    result["train_step_whole_process"] = process_training(args, skipped)
+    note("done: whole-process training runs")
+    sections = [key for key in result if key.startswith(("infer_", "train_"))]
+    result["contributions"] = {key: result[key]["speedup"] for key in sections if result[key]["speedup"]}
     print(json.dumps(result, indent=2))
 
 
