@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED_DATA, make_paired_tree, make_scene_tree, needs_shared, write_image
+from helpers import SHARED_DATA, RunIf, make_paired_tree, make_scene_tree, write_image
 from pairlie.data import PairLIEDataModule, discover_pairs, discover_scenes
 from pairlie.data.datasets import ExposurePairDataset
 from pairlie.errors import ConfigError, DataError
@@ -161,7 +161,7 @@ def test_unreadable_validation_file_is_named_at_setup(scene_tree, paired_tree):
         dm.setup("fit")
 
 
-@needs_shared
+@RunIf(shared=True)
 def test_sice_train_scenes_are_discovered_not_counted():
     root = SHARED_DATA / "SICE-train"
     scenes = discover_scenes(root, 128)
@@ -170,7 +170,7 @@ def test_sice_train_scenes_are_discovered_not_counted():
     assert all(len(s.paths) >= 2 and s.size == (512, 512) for s in scenes)
 
 
-@needs_shared
+@RunIf(shared=True)
 def test_sice_test_pairs():
     pairs = discover_pairs(SHARED_DATA / "SICE-test")
     assert len(pairs) == 150 and pairs[0][0].name == "1_1.JPG"

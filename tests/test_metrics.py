@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from conftest import SHARED_DATA, needs_shared
+from helpers import SHARED_DATA, RunIf
 from pairlie.images import read_rgb
 from pairlie.metrics import paper_scores, psnr, ssim, to_reference_grid
 
@@ -31,7 +31,7 @@ def test_ssim_matches_scikit_image_valid_region(shape):
     assert ssim(a, b) == pytest.approx(reference_ssim(a, b), abs=1e-12)
 
 
-@needs_shared
+@RunIf(shared=True)
 def test_ssim_matches_scikit_image_on_real_images():
     a = read_rgb(SHARED_DATA / "reference-outputs" / "PairLIE" / "LOL-test" / "I" / "22.png")[0]
     b = read_rgb(SHARED_DATA / "LOL-test" / "high" / "22.png")[0]

@@ -2,41 +2,25 @@
 
 import csv
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, make_paired_tree, make_scene_tree, needs_shared
+from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, TINY, RunIf, make_paired_tree, make_scene_tree, run_cli
 
-BIN = Path(sys.executable).parent
-TEST = shutil.which("pairlie-test", path=str(BIN))
-TRAIN = shutil.which("pairlie-train", path=str(BIN))
-pytestmark = pytest.mark.skipif(TEST is None, reason="pairlie-test is not installed (pip install -e .)")
-
-
-def run(cmd, args, cwd, env=None):
-    return subprocess.run(
-        [cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})}
-    )
+pytestmark = RunIf(clis=("pairlie-test",))
 
 
 def test_results_files_and_decomposition(tmp_path, tiny_ckpt):
     data = make_paired_tree(tmp_path / "pairs", names=("x.png", "y.jpg"))
     out = tmp_path / "out"
-    result = run(
-        TEST,
-        [
-            f"ckpt_path={tiny_ckpt}",
-            f"data.test_dir={data}",
-            "model.gamma=0.3",
-            "save_decomposition=true",
-            f"hydra.run.dir={out}",
-        ],
-        tmp_path,
+    result = run_cli(
+        "pairlie-test",
+        f"ckpt_path={tiny_ckpt}",
+        f"data.test_dir={data}",
+        "model.gamma=0.3",
+        "save_decomposition=true",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -58,11 +42,9 @@ def test_defaults_after_pairlie_train_use_its_checkpoint_and_the_demo(tmp_path):
     make_scene_tree(tmp_path / "demo" / "train", size=(64, 64))
     make_paired_tree(tmp_path / "demo" / "val", names=("v.png",), size=(64, 64))
     (tmp_path / "demo" / "COMPLETE").write_text("stand-in demo set\n")
-    trained = run(
-        TRAIN, ["debug=quick", "model.width=4", "logger=none", "callbacks.rich_progress_bar=null"], tmp_path, env
-    )
+    trained = run_cli("pairlie-train", *TINY, cwd=tmp_path, env=env)
     assert trained.returncode == 0, trained.stderr[-2000:]
-    result = run(TEST, [], tmp_path, env)
+    result = run_cli("pairlie-test", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no ckpt_path given: using" in result.stdout and "logs/train/runs" in result.stdout
     (metrics_file,) = (tmp_path / "logs" / "test" / "runs").glob("*/metrics.json")
@@ -70,22 +52,15 @@ def test_defaults_after_pairlie_train_use_its_checkpoint_and_the_demo(tmp_path):
 
 
 def test_no_checkpoint_anywhere_is_one_line(tmp_path):
-    result = run(TEST, [f"paths.log_dir={tmp_path}"], tmp_path)
+    result = run_cli("pairlie-test", f"paths.log_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 2 and "error: no ckpt_path given and no pairlie-train checkpoint" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_gamma_multirun_writes_one_folder_each(tmp_path, tiny_ckpt):
     data = make_paired_tree(tmp_path / "pairs", names=("x.png",))
-    result = run(
-        TEST,
-        [
-            "-m",
-            "model.gamma=0.1,0.2",
-            f"ckpt_path={tiny_ckpt}",
-            f"data.test_dir={data}",
-        ],
-        tmp_path,
+    result = run_cli(
+        "pairlie-test", "-m", "model.gamma=0.1,0.2", f"ckpt_path={tiny_ckpt}", f"data.test_dir={data}", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
     (sweep,) = (tmp_path / "logs" / "test" / "multiruns").iterdir()  # as typed: no hydra.sweep.dir
@@ -93,19 +68,17 @@ def test_gamma_multirun_writes_one_folder_each(tmp_path, tiny_ckpt):
     assert gammas == [0.1, 0.2]
 
 
-@needs_shared
+@RunIf(shared=True)
 def test_lol_acceptance_with_the_official_weights(tmp_path):
     """The paper's LOL protocol on all 15 pairs: the authors' released outputs score 19.514 / 0.7358."""
-    result = run(
-        TEST,
-        [
-            f"ckpt_path={OFFICIAL_WEIGHTS}",
-            "data=lol",
-            f"paths.data_dir={SHARED_DATA}",
-            "save_images=false",
-            f"hydra.run.dir={tmp_path / 'out'}",
-        ],
-        tmp_path,
+    result = run_cli(
+        "pairlie-test",
+        f"ckpt_path={OFFICIAL_WEIGHTS}",
+        "data=lol",
+        f"paths.data_dir={SHARED_DATA}",
+        "save_images=false",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
