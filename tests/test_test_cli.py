@@ -3,9 +3,13 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, TINY, RunIf, make_paired_tree, make_scene_tree, run_cli
+from pairlie.images import load_image, quantize, read_rgb
+from pairlie.inference import Enhancer
+from pairlie.metrics import psnr, ssim
 
 pytestmark = RunIf(clis=("pairlie-test",))
 
@@ -29,12 +33,31 @@ def test_results_files_and_decomposition(tmp_path, tiny_ckpt):
     for key in ("psnr", "ssim", "input_psnr", "input_ssim"):
         assert isinstance(metrics[key], float)
     assert "valid region" in metrics["protocol"]["ssim"] and "truncation" in metrics["protocol"]["quantisation"]
-    rows = list(csv.DictReader((out / "per_image.csv").open()))
-    assert [r["name"] for r in rows] == ["x.png", "y.jpg"]
-    assert abs(sum(float(r["psnr"]) for r in rows) / 2 - metrics["psnr"]) < 1e-3
+    rows = {r["name"]: r for r in csv.DictReader((out / "per_image.csv").open())}
+    assert list(rows) == ["x.png", "y.jpg"]
     for sub in ("enhanced", "L", "R", "X", "D"):
         assert sorted(p.name for p in (out / sub).iterdir()) == ["x.png", "y.jpg"], sub
-    assert "enhanced" in result.stdout and "input" in result.stdout  # the printed table
+    # the saved images are the checkpoint's decomposition at γ 0.3 (within a grey level: threads may sum differently)
+    out_here = Enhancer.from_checkpoint(tiny_ckpt, gamma=0.3, device="cpu").decompose(
+        load_image(data / "low" / "x.png")
+    )
+    for sub, image in (("enhanced", out_here.enhanced[0]), ("L", out_here.illumination[0].expand(3, -1, -1))):
+        saved = read_rgb(out / sub / "x.png")[0].astype(int)
+        assert np.abs(saved - quantize(image).astype(int)).max() <= 1, sub
+    # the scores are those of the PNG written (the in-memory image it holds, exactly), against the reference
+    enhanced, high = read_rgb(out / "enhanced" / "x.png")[0], read_rgb(data / "high" / "x.png")[0]
+    assert float(rows["x.png"]["psnr"]) == pytest.approx(psnr(enhanced, high), abs=1e-4)
+    assert float(rows["x.png"]["ssim"]) == pytest.approx(ssim(enhanced, high), abs=1e-6)
+    low = read_rgb(data / "low" / "x.png")[0]
+    assert float(rows["x.png"]["input_psnr"]) == pytest.approx(psnr(low, high), abs=1e-4)
+    assert metrics["psnr"] == pytest.approx(np.mean([float(r["psnr"]) for r in rows.values()]), abs=1e-4)
+    # the printed table: a row per kind with the numbers of metrics.json
+    lines = result.stdout.splitlines()
+    (input_row,) = [line for line in lines if "input" in line and "PSNR" not in line and "images of" not in line]
+    (enhanced_row,) = [line for line in lines if "enhanced" in line]
+    assert f"{metrics['input_psnr']:.3f}" in input_row and f"{metrics['input_ssim']:.4f}" in input_row
+    assert f"{metrics['psnr']:.3f}" in enhanced_row and f"{metrics['ssim']:.4f}" in enhanced_row
+    assert f"pairlie-test: 2 images of {data.resolve()}, gamma 0.3" in result.stdout
 
 
 def test_defaults_after_pairlie_train_use_its_checkpoint_and_the_demo(tmp_path):
