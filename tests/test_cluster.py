@@ -1,5 +1,6 @@
 """GPU-cluster paths proven on a CPU: gloo DDP, a real GradScaler (16-mixed on CPU), mocked CUDA calls."""
 
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -8,31 +9,16 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader
 
-from conftest import cpu_trainer, make_paired_tree, needs_cuda
+from helpers import ExposurePairs, RunIf, cpu_trainer, make_paired_tree
 from pairlie.data import PairedImageDataset, discover_pairs
 from pairlie.errors import TrainingDiverged
 from pairlie.inference import Enhancer
 from pairlie.module import PairLIEModule
 
-
-class Pairs(torch.utils.data.Dataset):
-    """Item ``i``: two random 16x16 exposures fixed by ``i``; items in ``poisoned`` carry one NaN pixel."""
-
-    def __init__(self, poisoned=(), n: int = 8):
-        self.poisoned, self.n = set(poisoned), n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        gen = torch.Generator().manual_seed(i)
-        im1, im2 = torch.rand(3, 16, 16, generator=gen), torch.rand(3, 16, 16, generator=gen) * 0.5
-        if i in self.poisoned:
-            im1[0, 0, 0] = float("nan")
-        return im1, im2
-
-
 trainer = cpu_trainer
+
+
+Pairs = partial(ExposurePairs, darker=0.5)  # the second exposure half as bright
 
 
 def fp16_mixed(**scaler_kwargs) -> MixedPrecision:
@@ -162,7 +148,7 @@ def test_gpu_memory_peak_is_training_s_per_epoch_and_the_max_over_ranks(monkeypa
     assert logged == [("perf/gpu_max_memory_gb", 3.0, {"sync_dist": True, "reduce_fx": "max"})]
 
 
-@needs_cuda
+@RunIf(cuda=True)
 def test_on_a_gpu_a_cpu_enhancer_reads_a_cuda_image_after_its_copy_lands(sharp_net):
     """Item 11 on real hardware: the GPU->CPU copy is complete before the CPU reads it."""
     image = torch.rand(3, 301, 257)
@@ -172,7 +158,7 @@ def test_on_a_gpu_a_cpu_enhancer_reads_a_cuda_image_after_its_copy_lands(sharp_n
     torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0)
 
 
-@needs_cuda
+@RunIf(cuda=True)
 def test_on_a_gpu_16_mixed_warm_up_is_not_divergence():
     """Items 2 and 13 on real hardware: cuda 16-mixed with fidelity 5000 trains with no non-finite steps counted."""
     torch.manual_seed(0)

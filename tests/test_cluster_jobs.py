@@ -1,24 +1,17 @@
 """Cluster jobs on a CPU: SLURM node counts, submitit, time-outs and requeues, one run folder per job."""
 
-import importlib.util
 import json
 import os
 import signal
-import subprocess
 
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
+from helpers import RunIf, checkpoint_step, composed, run_cli, run_train, start, sweep, train_args, wait_for
 from pairlie.cli.common import run_reporting_errors
-from test_reliability import TRAIN, _step, _train_cmd, _wait_for
-from test_scaling import sweep
-from test_train_cli import run_train
 
-has_submitit = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
-needs_train = pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_NNODES", "SLURM_JOB_NUM_NODES", "SLURM_RESTART_COUNT")
 
 
@@ -28,13 +21,8 @@ def no_cluster_environment(monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
-def composed(*overrides):
-    with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
-
-
 # 3. multi-node SLURM: Lightning's node check and the launcher take one value
-@pytest.mark.skipif(not has_submitit, reason='needs pip install "pairlie[sweep]" (hydra-submitit-launcher)')
+@RunIf(sweep=("submitit",))
 def test_trainer_nodes_follow_the_launcher_preset_and_pass_lightnings_slurm_check(monkeypatch):
     monkeypatch.setenv("PAIRLIE_SLURM_NODES", "2")
     cfg = composed("hydra/launcher=slurm", "trainer=ddp")
@@ -57,8 +45,7 @@ def test_nodes_under_torchrun_come_from_its_world(monkeypatch):
 
 
 # 4. submitit_local with trainer=ddp
-@needs_train
-@pytest.mark.skipif(not has_submitit, reason='needs pip install "pairlie[sweep]" (hydra-submitit-launcher)')
+@RunIf(clis=("pairlie-train",), sweep=("submitit",))
 def test_ddp_under_the_submitit_local_launcher_trains(tmp_path, scene_tree, paired_tree):
     result, folder = sweep(
         tmp_path,
@@ -99,11 +86,11 @@ def test_a_time_out_saves_the_current_step_and_the_requeued_job_continues(tiny_c
     last = os.path.join(cfg.paths.output_dir, "checkpoints", "last.ckpt")
     with pytest.raises(SystemExit):
         run_train(cfg)
-    assert _step(last) == 4  # mid-epoch (3 scenes an epoch): not the end of the previous epoch
+    assert checkpoint_step(last) == 4  # mid-epoch (3 scenes an epoch): not the end of the previous epoch
     assert "interrupted by a job time-out or pre-emption (SystemExit) at step 4" in capsys.readouterr().out
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     run_train(tiny_cfg("logger=none", "trainer.max_epochs=5", "trainer.max_steps=6"))
-    assert _step(last) == 6
+    assert checkpoint_step(last) == 6
 
 
 # 6. one run folder per job, .hydra/ from rank 0
@@ -141,71 +128,43 @@ def test_deterministic_true_on_a_gpu_is_refused_before_training(tiny_cfg, monkey
 
 
 # 17. a requeued job resumes in its folder with the run's own schedule; a resume with nothing to do says so
-@needs_train
+@RunIf(clis=("pairlie-train",))
 @pytest.mark.parametrize("where", ["epoch_end", "mid_epoch"])
-def test_a_requeued_slurm_job_continues_its_run_with_its_own_schedule(tmp_path, scene_tree, paired_tree, where):
+def test_a_requeued_slurm_job_continues_its_run_with_its_own_schedule(
+    tmp_path, scene_tree, paired_tree, where, monkeypatch
+):
     extra = ["+callbacks.last_checkpoint.every_n_train_steps=7"] if where == "mid_epoch" else []
-    cmd = [
-        a
-        for a in _train_cmd(tmp_path, scene_tree, paired_tree, tmp_path / "unused")
-        if not a.startswith("hydra.run.dir")
-    ]
-    env = {**os.environ, "SLURM_JOB_ID": "4242"}
-    for var in ("SLURM_RESTART_COUNT", "SLURM_NTASKS"):
-        env.pop(var, None)
+    args = [*train_args(scene_tree, paired_tree, None), *extra]  # the job's own folder, as a cluster job runs it
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
     run = tmp_path / "logs" / "train" / "runs" / "slurm-4242"
-    proc = subprocess.Popen(
-        [*cmd, *extra, "trainer.max_epochs=1000"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start("pairlie-train", *args, "trainer.max_epochs=1000", cwd=tmp_path, env={"SLURM_JOB_ID": "4242"})
     last = run / "checkpoints" / "last.ckpt"
-    _wait_for(last, proc)
+    wait_for(last, proc)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    killed_at = _step(last)
+    proc.wait(timeout=60)
+    killed_at = checkpoint_step(last)
     more = 2
     if where == "mid_epoch":
         assert killed_at % 60 != 0  # 3 scenes x 20 repeats an epoch
         more = 7  # last.ckpt is written every 7 steps here
     # the job script runs the same command again, without the run's own trainer.max_epochs=1000
-    again = subprocess.run(
-        [*cmd, *extra, f"trainer.max_steps={killed_at + more}"],
-        cwd=tmp_path,
-        env={**env, "SLURM_RESTART_COUNT": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    requeued = {"SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": "1"}
+    again = run_cli("pairlie-train", *args, f"trainer.max_steps={killed_at + more}", cwd=tmp_path, env=requeued)
     assert again.returncode == 0, again.stderr[-2000:]
     log = (run / "train.log").read_text()
     assert "auto_resume: continuing from" in log and "'trainer.max_epochs': 1000" in log
-    assert _step(last) == killed_at + more, again.stdout[-3000:] + again.stderr[-3000:]
+    assert checkpoint_step(last) == killed_at + more, again.stdout[-3000:] + again.stderr[-3000:]
 
 
-@needs_train
+@RunIf(clis=("pairlie-train",))
 def test_resuming_a_finished_run_is_one_line_and_not_a_silent_success(tmp_path, scene_tree, paired_tree):
     run = tmp_path / "run"
-    first = subprocess.run(
-        _train_cmd(tmp_path, scene_tree, paired_tree, run, "trainer.max_epochs=1", "data.repeats=1"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = train_args(scene_tree, paired_tree, run, "trainer.max_epochs=1", "data.repeats=1")
+    first = run_cli("pairlie-train", *args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     # last.ckpt holds epoch 0 finished: Lightning would start, train nothing and exit 0
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
-    again = subprocess.run(
-        _train_cmd(tmp_path, scene_tree, paired_tree, run, "trainer.max_epochs=1", "data.repeats=1", "ckpt_path=last"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = run_cli("pairlie-train", *args, "ckpt_path=last", cwd=tmp_path)
     assert again.returncode == 2 and "finished 1 epoch(s)" in again.stderr and "nothing to train" in again.stderr
     assert "Traceback" not in again.stderr
 

@@ -1,5 +1,6 @@
 """Scene discovery, exposure-pair sampling, paired test sets and every bad-data message."""
 
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -8,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED_DATA, make_paired_tree, make_scene_tree, needs_shared, write_image
+from helpers import SHARED_DATA, RunIf, make_paired_tree, make_scene_tree, write_image
 from pairlie.data import PairLIEDataModule, discover_pairs, discover_scenes
 from pairlie.data.datasets import ExposurePairDataset
+from pairlie.data.sampling import Draw
 from pairlie.errors import ConfigError, DataError
 
 
@@ -50,17 +52,46 @@ def test_both_crops_come_from_the_same_window_of_two_distinct_exposures(tmp_path
     assert len(windows) > 10  # the window moves
 
 
-def test_augmentation_applies_the_same_flip_to_both(tmp_path):
+def orientation(crop: torch.Tensor) -> tuple[bool, bool, bool]:
+    """(horizontal flip, vertical flip, transpose) of a crop of a coordinate scene, read off its R (row) and G (column)."""
+    rows, cols = (crop[:2] * 255).round().long()
+    transposed = bool(rows[0, 1] != rows[0, 0])  # the row number changes along a row
+    if transposed:  # flips come first: the original rows now run along the columns
+        return bool(cols[1, 0] < cols[0, 0]), bool(rows[0, 1] < rows[0, 0]), True
+    return bool(cols[0, 1] < cols[0, 0]), bool(rows[1, 0] < rows[0, 0]), False
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_augmentation_flips_and_transposes_both_exposures_alike(tmp_path, augment):
     write_coordinate_scene(tmp_path / "train" / "scene", size=(64, 64))
-    dataset = ExposurePairDataset(discover_scenes(tmp_path / "train", 32), patch_size=32, augment=True)
-    for _ in range(20):
-        im1, im2 = dataset[0]
-        torch.testing.assert_close(im1[:2], im2[:2])
+    dataset = ExposurePairDataset(discover_scenes(tmp_path / "train", 32), patch_size=32, augment=augment)
+    seen = set()
+    for seed in range(64):
+        im1, im2 = dataset[Draw(0, seed)]
+        assert orientation(im1) == orientation(im2)  # one transform for both exposures
+        torch.testing.assert_close(im1[:2], im2[:2])  # and one window
+        assert im1[2, 0, 0] != im2[2, 0, 0]  # of two different exposures
+        seen.add(orientation(im1))
+    flips = {(h, v, t) for h in (False, True) for v in (False, True) for t in (False, True)}
+    assert seen == (flips if augment else {(False, False, False)})
 
 
-def test_epoch_visits_every_scene_repeats_times(scene_tree):
-    dataset = ExposurePairDataset(discover_scenes(scene_tree, 32), patch_size=32, repeats=4)
-    assert len(dataset) == 3 * 4
+def test_epoch_visits_every_scene_repeats_times(tmp_path):
+    """One epoch over the loader visits each scene ``repeats`` times; two ranks split those visits between them."""
+    for scene in range(5):  # scene s: every pixel of every exposure is (40·s, 50·k, 0)
+        for k in range(2):
+            folder = tmp_path / "train" / f"s{scene}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (40, 36), (40 * scene, 50 * k, 0)).save(folder / f"{k}.png")
+    dm = PairLIEDataModule(train_dir=str(tmp_path / "train"), patch_size=32, repeats=4, batch_size=2)
+    dm.setup("fit")
+
+    def visits(rank: int, world: int) -> Counter:
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=world)
+        return Counter(round(v * 255) // 40 for im1, _ in dm.train_dataloader() for v in im1[:, 0, 0, 0].tolist())
+
+    assert visits(0, 1) == {s: 4 for s in range(5)}
+    assert visits(0, 2) + visits(1, 2) == {s: 4 for s in range(5)}
 
 
 def test_whole_images_without_patch_size(scene_tree):
@@ -161,7 +192,7 @@ def test_unreadable_validation_file_is_named_at_setup(scene_tree, paired_tree):
         dm.setup("fit")
 
 
-@needs_shared
+@RunIf(shared=True)
 def test_sice_train_scenes_are_discovered_not_counted():
     root = SHARED_DATA / "SICE-train"
     scenes = discover_scenes(root, 128)
@@ -170,7 +201,7 @@ def test_sice_train_scenes_are_discovered_not_counted():
     assert all(len(s.paths) >= 2 and s.size == (512, 512) for s in scenes)
 
 
-@needs_shared
+@RunIf(shared=True)
 def test_sice_test_pairs():
     pairs = discover_pairs(SHARED_DATA / "SICE-test")
     assert len(pairs) == 150 and pairs[0][0].name == "1_1.JPG"

@@ -1,23 +1,16 @@
 """pairlie-enhance on the files cameras and phones produce; never overwrites inputs."""
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_image
+from helpers import RunIf, run_cli, write_image
 
-ENHANCE = shutil.which("pairlie-enhance", path=str(Path(sys.executable).parent))
-pytestmark = pytest.mark.skipif(ENHANCE is None, reason="pairlie-enhance is not installed (pip install -e .)")
+pytestmark = RunIf(clis=("pairlie-enhance",))
 
 
 def run(args, cwd):
-    return subprocess.run([ENHANCE, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=os.environ)
+    return run_cli("pairlie-enhance", *args, cwd=cwd)
 
 
 @pytest.fixture

@@ -1,10 +1,8 @@
 """pairlie-export: one self-contained ONNX file, any N/H/W, γ an input, equal to pairlie in ONNX Runtime."""
 
 import hashlib
-import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import OFFICIAL_WEIGHTS, REPO, SHARED_DATA, needs_shared, save_tiny_checkpoint
+from helpers import OFFICIAL_WEIGHTS, REPO, SHARED_DATA, RunIf, run_cli, save_tiny_checkpoint
 from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError, DataError, VerificationError
 from pairlie.export import MIN_SIDE, ONNX_OPSETS, export
@@ -22,7 +20,6 @@ from pairlie.inference import Enhancer
 
 ort = pytest.importorskip("onnxruntime", reason='needs onnxruntime: pip install -e ".[export]"')
 onnx = pytest.importorskip("onnx")
-EXPORT = shutil.which("pairlie-export", path=str(Path(sys.executable).parent))
 
 
 def session(path: Path):
@@ -42,17 +39,12 @@ def exported(tmp_path_factory):
     ckpt = save_tiny_checkpoint(folder / "tiny.ckpt", gamma=0.3)
     out = folder / "models" / "tiny.onnx"
     out.parent.mkdir()
-    result = subprocess.run(
-        [EXPORT, f"ckpt_path={ckpt}", f"output={out}", "outputs=all"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("pairlie-export", f"ckpt_path={ckpt}", f"output={out}", "outputs=all", cwd=folder)
     assert result.returncode == 0, result.stderr[-2000:]
     return ckpt, out, result.stdout
 
 
+@RunIf(clis=("pairlie-export",))
 def test_the_cli_verifies_and_writes_one_file_only(exported):
     ckpt, out, stdout = exported
     assert [p.name for p in out.parent.iterdir()] == ["tiny.onnx"]  # no .onnx.data, no .part, no run folder
@@ -63,6 +55,7 @@ def test_the_cli_verifies_and_writes_one_file_only(exported):
     assert "opset 17" in stdout
 
 
+@RunIf(clis=("pairlie-export",))
 def test_one_file_runs_any_batch_and_size_like_the_enhancer(exported):
     ckpt, out, _ = exported
     net, _ = load_net(ckpt)
@@ -85,6 +78,7 @@ def test_one_file_runs_any_batch_and_size_like_the_enhancer(exported):
             assert np.abs(grey(got) - grey(ref)).max() <= 1
 
 
+@RunIf(clis=("pairlie-export",))
 def test_gamma_is_an_input_and_the_output_is_L_to_the_gamma_times_R(exported):
     _, out, _ = exported
     model = session(out)
@@ -101,6 +95,7 @@ def test_gamma_is_an_input_and_the_output_is_L_to_the_gamma_times_R(exported):
     assert np.abs(results[0] - results[2]).max() > 0.01  # γ really moves the output
 
 
+@RunIf(clis=("pairlie-export",))
 def test_the_onnx_file_alone_runs_in_another_folder_and_says_what_it_is(exported, tmp_path):
     ckpt, out, _ = exported
     alone = tmp_path / "elsewhere" / "model.onnx"
@@ -161,17 +156,14 @@ def test_bad_requests_are_one_line_and_write_nothing(case, error, message, tmp_p
     assert (tmp_path / "taken.onnx").read_bytes() == b"keep me"
 
 
+@RunIf(clis=("pairlie-export",))
 def test_a_bad_checkpoint_through_the_installed_cli_is_one_line(tmp_path, tiny_ckpt):
-    result = subprocess.run(
-        [EXPORT, f"ckpt_path={_bad_pth(tmp_path)}", "output=p.onnx"], cwd=tmp_path, capture_output=True, text=True
-    )
+    result = run_cli("pairlie-export", f"ckpt_path={_bad_pth(tmp_path)}", "output=p.onnx", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ckpt_path=") and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet.pth", "tiny.ckpt"]
-    opset = subprocess.run(
-        [EXPORT, f"ckpt_path={tiny_ckpt}", "output=p.onnx", "opset=9"], cwd=tmp_path, capture_output=True, text=True
-    )
+    opset = run_cli("pairlie-export", f"ckpt_path={tiny_ckpt}", "output=p.onnx", "opset=9", cwd=tmp_path)
     assert opset.returncode == 2 and opset.stderr.strip().startswith("error: opset=9: unsupported")
 
 
@@ -246,7 +238,7 @@ def test_the_readme_deploy_example_runs_as_written(tmp_path, monkeypatch):
 LOL_PAIRLIE_TEST = {"psnr": 19.513868985793543, "ssim": 0.7358555875169527}
 
 
-@needs_shared
+@RunIf(shared=True)
 def test_lol_through_onnx_scores_as_pairlie_test(tmp_path):
     """The official weights at LOL's γ 0.14, verified on a LOL photo: the ONNX outputs score pairlie-test's numbers."""
     from pairlie.metrics import paper_scores
@@ -265,15 +257,11 @@ def test_lol_through_onnx_scores_as_pairlie_test(tmp_path):
     assert np.mean([s[1] for s in scores]) == pytest.approx(LOL_PAIRLIE_TEST["ssim"], abs=1e-5)
 
 
+@RunIf(clis=("pairlie-export",))
 def test_the_cli_writes_no_run_folder(tmp_path, tiny_ckpt):
-    env = {**os.environ, "PAIRLIE_LOG_DIR": str(tmp_path / "logs")}
-    result = subprocess.run(
-        [EXPORT, f"ckpt_path={tiny_ckpt}", "output=p.pt", "format=torchscript", "verify=false"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    env = {"PAIRLIE_LOG_DIR": str(tmp_path / "logs")}
+    args = [f"ckpt_path={tiny_ckpt}", "output=p.pt", "format=torchscript", "verify=false"]
+    result = run_cli("pairlie-export", *args, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "verification skipped: verify=false" in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.pt", "tiny.ckpt"]

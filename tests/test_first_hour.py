@@ -6,14 +6,12 @@ import shlex
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
 from PIL import Image
 
-from conftest import REPO, make_paired_tree, make_scene_tree, save_tiny_checkpoint
+from helpers import REPO, RunIf, composed, make_paired_tree, make_scene_tree, run_cli, save_tiny_checkpoint
 from pairlie.cli import enhance as enhance_cli
 from pairlie.cli import export as export_cli
 from pairlie.cli import test as test_cli
@@ -22,7 +20,6 @@ from pairlie.cli.preflight import check, group_options
 from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
 
-BIN = Path(sys.executable).parent
 SPECS = {
     "pairlie-train": train_cli.SPEC,
     "pairlie-test": test_cli.SPEC,
@@ -37,10 +34,6 @@ MAINS = {
 }
 PUBLISHED = {"max_epochs": 400, "repeats": 1, "lr": 1e-4, "step_size": 100, "factor": 0.5, "batch": 1, "patch": 128}
 GAMMA = {"lol": 0.14, "sice": 0.2}  # the authors' per data set; every other preset enhances with 0.2
-
-
-def run(cli: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / cli), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def readme_commands() -> list[list[str]]:
@@ -72,8 +65,7 @@ def test_every_readme_command_composes_as_written(words, monkeypatch, tmp_path):
 def test_every_experiment_and_data_preset_trains_its_published_settings(config):
     """Discovered, not listed: a new preset is checked the day it is added."""
     override = config if "=" in config else f"experiment={config}"
-    with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[override], return_hydra_config=True)
+    cfg = composed(override)
     data = cfg.hydra.runtime.choices.data
     assert cfg.model.gamma == GAMMA.get(data, 0.2)
     assert cfg.data.gamma in (None, cfg.model.gamma)  # pairlie-test and training use the same gamma
@@ -93,8 +85,7 @@ def test_every_experiment_and_data_preset_trains_its_published_settings(config):
 def test_data_lol_alone_trains_with_lols_gamma_and_saves_it(tmp_path):
     from hydra.utils import instantiate
 
-    with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["data=lol", "model.width=4"])
+    cfg = composed("data=lol", "model.width=4", hydra=False)
     assert instantiate(cfg.model).hparams.gamma == 0.14  # what the checkpoint keeps
 
 
@@ -161,8 +152,9 @@ def test_mistakes_are_one_line_and_leave_nothing_behind(cli, args, message, tmp_
     assert not list(tmp_path.iterdir())
 
 
+@RunIf(clis=("pairlie-enhance",))
 def test_a_mistake_through_the_installed_command_is_one_line(tmp_path):
-    result = run("pairlie-enhance", "--input", "photos", cwd=tmp_path)
+    result = run_cli("pairlie-enhance", "--input", "photos", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: --input: pairlie-enhance takes key=value")
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
 
@@ -181,8 +173,9 @@ def test_missing_sweep_extra_says_what_to_install(args, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@RunIf(clis=("pairlie-test",))
 def test_a_refused_run_leaves_no_run_folder(tmp_path):
-    result = run("pairlie-test", "ckpt_path=missing.ckpt", cwd=tmp_path)
+    result = run_cli("pairlie-test", "ckpt_path=missing.ckpt", cwd=tmp_path)
     assert result.returncode == 2 and "ckpt_path=missing.ckpt: no such file" in result.stderr
     assert not list(tmp_path.iterdir())
 
@@ -215,9 +208,10 @@ def test_enhanced_images_and_test_results_are_readable_by_the_group(tmp_path):
     assert all(stat.S_IMODE(p.stat().st_mode) & 0o060 == 0o060 for p in written if p.is_file())
 
 
+@RunIf(clis=("pairlie-train",))
 def test_training_ends_with_scores_folder_checkpoint_and_next_commands(tmp_path):
     train, val = make_scene_tree(tmp_path / "train"), make_paired_tree(tmp_path / "val")
-    result = run(
+    result = run_cli(
         "pairlie-train",
         f"data.train_dir={train}",
         f"data.val_dir={val}",
@@ -243,10 +237,11 @@ def test_training_ends_with_scores_folder_checkpoint_and_next_commands(tmp_path)
     assert "progress: epoch 2/2, step 12/12" in out and "progress: epoch 2/2" in log
 
 
+@RunIf(clis=("pairlie-train",))
 def test_a_run_stopped_by_max_steps_before_validation_still_names_a_checkpoint(tmp_path):
     train, val = make_scene_tree(tmp_path / "train"), make_paired_tree(tmp_path / "val")
     args = [f"data.train_dir={train}", f"data.val_dir={val}", "data.demo_root=null", "data.patch_size=32"]
-    result = run("pairlie-train", *args, "model.width=4", "trainer.max_steps=2", "logger=none", cwd=tmp_path)
+    result = run_cli("pairlie-train", *args, "model.width=4", "trainer.max_steps=2", "logger=none", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     assert f"pairlie-test ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}" in result.stdout
@@ -268,6 +263,7 @@ def test_progress_bar_counts_epochs_from_one_and_the_whole_run():
     assert run_steps(trainer) == 100
 
 
+@RunIf(clis=("pairlie-enhance",))
 def test_enhance_reads_webp_and_gif_names_what_it_skips_and_writes_no_run_folder(tmp_path):
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.ckpt")
     photos = tmp_path / "photos"
@@ -280,27 +276,30 @@ def test_enhance_reads_webp_and_gif_names_what_it_skips_and_writes_no_run_folder
     (photos / "notes.txt").write_text("not a photo")
     work = tmp_path / "work"
     work.mkdir()
-    result = run("pairlie-enhance", f"ckpt_path={ckpt}", f"input={photos}", "output=out", cwd=work)
+    result = run_cli("pairlie-enhance", f"ckpt_path={ckpt}", f"input={photos}", "output=out", cwd=work)
     assert result.returncode == 0, result.stderr
     assert "enhanced 4 of 4 image(s)" in result.stdout
     assert f"skipped: {photos / 'notes.txt'}: not an image pairlie reads" in result.stdout
     assert f"note: {photos / 'd.gif'}: first of its 3 frames" in result.stdout
     assert sorted(p.name for p in (work / "out").iterdir()) == ["a.png", "b.webp", "c.bmp", "d.png"]
     assert sorted(p.name for p in work.iterdir()) == ["out"]  # no ./logs, no enhance.log
-    again = run("pairlie-enhance", f"ckpt_path={ckpt}", f"input={photos}", "output=jpg", "format=jpg", cwd=work)
+    again = run_cli("pairlie-enhance", f"ckpt_path={ckpt}", f"input={photos}", "output=jpg", "format=jpg", cwd=work)
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in (work / "jpg").iterdir()) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
-    bad = run("pairlie-enhance", f"ckpt_path={ckpt}", f"input={photos}", "output=x", "format=gif", cwd=work)
+    bad = run_cli("pairlie-enhance", f"ckpt_path={ckpt}", f"input={photos}", "output=x", "format=gif", cwd=work)
     assert bad.returncode == 2 and "format='gif': must be one of same, png" in bad.stderr
 
 
+@RunIf(clis=("pairlie-enhance",))
 def test_two_inputs_that_would_share_an_output_name_are_refused(tmp_path):
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.ckpt")
     photos = tmp_path / "photos"
     for name in ("a.png", "a.jpg"):
         photos.mkdir(exist_ok=True)
         Image.new("RGB", (20, 20)).save(photos / name)
-    result = run("pairlie-enhance", f"ckpt_path={ckpt}", f"input={photos}", "output=out", "format=png", cwd=tmp_path)
+    result = run_cli(
+        "pairlie-enhance", f"ckpt_path={ckpt}", f"input={photos}", "output=out", "format=png", cwd=tmp_path
+    )
     assert result.returncode == 2 and "would both be written to" in result.stderr
     assert not (tmp_path / "out").exists()
 

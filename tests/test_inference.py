@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, needs_shared
+from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf
 from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
 from pairlie.images import load_image, quantize
@@ -53,7 +53,7 @@ def test_too_little_overlap_is_visible_and_refused(sharp_net):
         Enhancer(sharp_net, overlap=4, device="cpu")
 
 
-@needs_shared
+@RunIf(shared=True)
 def test_tiled_official_model_within_one_grey_level_of_the_plain_network_on_a_real_odd_image():
     image = load_image(SHARED_DATA / "LOL-test" / "low" / "55.png")[:, :201, :299]
     enhancer = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=0.14, tile=64, device="cpu")
@@ -171,7 +171,7 @@ def test_mps_is_accepted_where_pytorch_reports_it_and_tiles_like_cuda(monkeypatc
         resolve_device("mps")
 
 
-@pytest.mark.skipif(not torch.backends.mps.is_available(), reason="needs an Apple GPU (MPS); none on the project's CI")
+@RunIf(mps=True)
 def test_mps_enhances_like_the_cpu_in_tiles(sharp_net):
     image = torch.rand(1, 3, 70, 90)
     on_mps = Enhancer(sharp_net, device="mps", tile=32)

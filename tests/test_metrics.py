@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from skimage.metrics import structural_similarity
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from conftest import SHARED_DATA, needs_shared
+from helpers import SHARED_DATA, RunIf
 from pairlie.images import read_rgb
 from pairlie.metrics import paper_scores, psnr, ssim, to_reference_grid
 
@@ -31,7 +32,7 @@ def test_ssim_matches_scikit_image_valid_region(shape):
     assert ssim(a, b) == pytest.approx(reference_ssim(a, b), abs=1e-12)
 
 
-@needs_shared
+@RunIf(shared=True)
 def test_ssim_matches_scikit_image_on_real_images():
     a = read_rgb(SHARED_DATA / "reference-outputs" / "PairLIE" / "LOL-test" / "I" / "22.png")[0]
     b = read_rgb(SHARED_DATA / "LOL-test" / "high" / "22.png")[0]
@@ -44,12 +45,18 @@ def test_quantisation_truncates():
     assert to_reference_grid(image, ref)[0, 0].tolist() == [254, 127, 255]
 
 
-def test_enhanced_is_resized_to_the_reference():
-    image = torch.rand(3, 20, 30)
-    ref = np.zeros((40, 60, 3), np.uint8)
-    assert to_reference_grid(image, ref).shape == (40, 60, 3)
-    scores = paper_scores(image, ref)
-    assert all(np.isfinite(scores))
+@pytest.mark.parametrize("size", [(20, 30), (40, 60)], ids=["resized", "same-size"])
+def test_paper_scores_are_scikit_image_s_on_the_truncated_resized_image(size):
+    """The protocol step by step, independently: truncate x·255, resize with PIL's bicubic, score with scikit-image."""
+    rng = np.random.default_rng(1)
+    image = torch.from_numpy(rng.random((3, *size), dtype=np.float32))
+    ref = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    truncated = np.floor(image.numpy().transpose(1, 2, 0) * np.float32(255)).astype(np.uint8)
+    expected = np.asarray(Image.fromarray(truncated).resize((60, 40), Image.Resampling.BICUBIC))
+    assert np.array_equal(to_reference_grid(image, ref), expected)
+    got_psnr, got_ssim = paper_scores(image, ref)
+    assert got_psnr == pytest.approx(peak_signal_noise_ratio(ref, expected, data_range=255), abs=1e-9)
+    assert got_ssim == pytest.approx(reference_ssim(expected, ref), abs=1e-12)
 
 
 def test_shape_mismatch_is_refused():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, needs_shared
+from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf
 from pairlie.checkpoints import load_net, read_weights
 from pairlie.errors import DataError
 from pairlie.images import load_image, quantize, read_rgb
@@ -37,7 +37,7 @@ def test_enhance_is_l_to_gamma_times_r():
     torch.testing.assert_close(enhance(illumination, reflectance, 0.5), torch.full((1, 3, 2, 2), 0.25))
 
 
-@needs_shared
+@RunIf(shared=True)
 def test_official_weights_load_strictly_and_keep_every_tensor():
     raw = torch.load(OFFICIAL_WEIGHTS, map_location="cpu", weights_only=True)
     net, hparams = load_net(OFFICIAL_WEIGHTS)
@@ -72,13 +72,13 @@ def _assert_matches_released_output(name):
     assert diff.mean() < 0.05
 
 
-@needs_shared
+@RunIf(shared=True)
 @pytest.mark.parametrize("name", LOL_NAMES)
 def test_official_weights_reproduce_released_lol_outputs(name):
     _assert_matches_released_output(name)
 
 
-@needs_shared
+@RunIf(shared=True)
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in LOL_ALL if n not in LOL_NAMES])
 def test_official_weights_reproduce_released_lol_outputs_all(name):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_DATA
+from helpers import SHARED_DATA, RunIf
 from pairlie import noref
 
 BABOON = SHARED_DATA / "niqe" / "baboon.png"
@@ -22,7 +22,7 @@ def textured(height: int, width: int, seed: int = 0) -> np.ndarray:
     return image.clip(0, 255).astype(np.uint8)
 
 
-@pytest.mark.skipif(not BABOON.is_file(), reason=f"needs {BABOON} (the shared data)")
+@RunIf(shared=True)
 def test_niqe_of_baboon_matches_matlab():
     image = np.asarray(Image.open(BABOON).convert("RGB"))
     assert noref.niqe(image) == pytest.approx(MATLAB_BABOON_NIQE, abs=1e-4)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from conftest import cpu_trainer
+from helpers import cpu_trainer
 from pairlie.module import PairLIEModule
 
 WIDTH, CROP = 8, 32

@@ -3,9 +3,7 @@
 import csv
 import json
 import os
-import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,15 +12,20 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, needs_shared
+from helpers import (
+    OFFICIAL_WEIGHTS,
+    SHARED_DATA,
+    RunIf,
+    chromium_path,
+    make_paired_tree,
+    run_cli,
+    save_tiny_checkpoint,
+)
 from pairlie.evaluation import evaluate
 from pairlie.inference import Enhancer
 from pairlie.nets import PairLIENet
 from pairlie.report import KINDS, THUMB_DIR, thumbnail_name
 
-BIN = Path(sys.executable).parent
-TEST = shutil.which("pairlie-test", path=str(BIN))
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -34,7 +37,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--virtual-time-budget=20000",  # wait for every image and the page's check script
 ]
-pytestmark = pytest.mark.skipif(TEST is None, reason="pairlie-test is not installed (pip install -e .)")
+pytestmark = RunIf(clis=("pairlie-test",))
 
 
 def textured(path: Path, size=(200, 120), seed=0, scale=1.0) -> Path:
@@ -50,22 +53,11 @@ def textured(path: Path, size=(200, 120), seed=0, scale=1.0) -> Path:
 
 def sharp_checkpoint(path: Path) -> Path:
     """A width-4 checkpoint whose outputs keep the input's texture (a plain random one gives flat images: NIQE n/a)."""
-    import torch
-
-    from pairlie.module import PairLIEModule
-
-    torch.manual_seed(0)
-    module = PairLIEModule(width=4, gamma=0.2)
-    with torch.no_grad():
-        for conv in module.modules():
-            if isinstance(conv, torch.nn.Conv2d):
-                conv.weight.mul_(4.0)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return path
+    return save_tiny_checkpoint(path, sharpen=4.0)
 
 
 def run_test(args, cwd):
-    return subprocess.run([TEST, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return run_cli("pairlie-test", *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -173,15 +165,13 @@ class _Keyed(HTMLParser):
 def _chromium(*args, cwd):
     profile = cwd / "chromium-profile"
     profile.mkdir(exist_ok=True)
-    cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+    cmd = [chromium_path(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=180, cwd=cwd, env={**os.environ, "HOME": str(cwd)}
     )
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)"
-)
+@RunIf(chromium=True)
 def test_report_in_a_real_browser_loads_every_image_and_shows_the_numbers_of_metrics_json(paired_run, tmp_path):
     out, _ = paired_run
     metrics = json.loads((out / "metrics.json").read_text())
@@ -223,7 +213,7 @@ def test_report_in_a_real_browser_loads_every_image_and_shows_the_numbers_of_met
         assert np.asarray(image.convert("L")).std() > 10  # a page with tables and photos, not a blank one
 
 
-@needs_shared
+@RunIf(shared=True)
 def test_mef_with_the_official_weights_prints_niqe_and_loe_and_writes_the_report(tmp_path):
     """The issue's acceptance run on 4 of MEF's 17 images (the README's table has all of them)."""
     args = [
@@ -254,28 +244,19 @@ def test_auto_gamma_finds_the_gamma_of_the_target_brightness():
     assert gamma_for_brightness(illumination, reflectance, 0.1) == 1.0  # darker than gamma 1 gives
 
 
+@RunIf(clis=("pairlie-enhance",))
 def test_pairlie_enhance_gamma_auto_writes_the_chosen_gammas_and_refuses_a_bad_brightness(tmp_path):
-    import csv as csv_module
-    import shutil
-    import subprocess
-    import sys
-
-    import numpy as np
-    from PIL import Image
-
-    from conftest import make_paired_tree, save_tiny_checkpoint
-
-    enhance = shutil.which("pairlie-enhance", path=str(Path(sys.executable).parent))
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.ckpt", seed=3)
     photos = make_paired_tree(tmp_path / "pairs", names=("a.png", "b.png")) / "low"
 
     def run(source, output, *args):
-        command = [enhance, f"ckpt_path={ckpt}", f"input={source}", f"output={output}", *args]
-        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        return run_cli(
+            "pairlie-enhance", f"ckpt_path={ckpt}", f"input={source}", f"output={output}", *args, cwd=tmp_path
+        )
 
     auto = run(photos, "auto", "model.gamma=auto", "brightness=0.3")
     assert auto.returncode == 0, auto.stderr
-    rows = list(csv_module.DictReader((tmp_path / "auto" / "gamma.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "auto" / "gamma.csv").open()))
     assert [r["file"] for r in rows] == ["a.png", "b.png"]
     for row in rows:
         assert f"gamma {row['gamma']}" in auto.stdout

@@ -1,36 +1,14 @@
 """Cluster and sweep plumbing: submitit launcher, SLURM preset, Optuna search, auto-resume."""
 
-import importlib.util
 import json
-import subprocess
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_module
 
-from test_reliability import TRAIN
-
-has_submitit = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
-has_optuna = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
-needs_train = pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
-TINY = ["debug=quick", "model.width=4", "logger=none", "callbacks.rich_progress_bar=null", "data.demo_root=null"]
+from helpers import TINY, RunIf, composed, run_cli, sweep
 
 
-def sweep(tmp_path, scene_tree, paired_tree, *args):
-    """A multirun as users type it (no hydra.sweep.dir), from ``tmp_path``; the result and its sweep folder."""
-    result = subprocess.run(
-        [TRAIN, "-m", *args, *TINY, f"data.train_dir={scene_tree}", f"data.val_dir={paired_tree}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    folders = list((tmp_path / "logs" / "train" / "multiruns").glob("*"))
-    return result, folders[0] if len(folders) == 1 else None
-
-
-@needs_train
-@pytest.mark.skipif(not has_submitit, reason='needs pip install "pairlie[sweep]" (hydra-submitit-launcher)')
+@RunIf(clis=("pairlie-train",), sweep=("submitit",))
 def test_submitit_local_launcher_runs_one_job_per_point(tmp_path, scene_tree, paired_tree):
     result, folder = sweep(
         tmp_path, scene_tree, paired_tree, "hydra/launcher=submitit_local", "model.loss.fidelity=100,500"
@@ -41,8 +19,7 @@ def test_submitit_local_launcher_runs_one_job_per_point(tmp_path, scene_tree, pa
     assert all(isinstance(r["val/psnr"], float) for r in summary)
 
 
-@needs_train
-@pytest.mark.skipif(not has_optuna, reason='needs pip install "pairlie[sweep]" (hydra-optuna-sweeper)')
+@RunIf(clis=("pairlie-train",), sweep=("optuna",))
 def test_optuna_search_over_loss_weights_writes_the_best_parameters(tmp_path, scene_tree, paired_tree):
     result, folder = sweep(tmp_path, scene_tree, paired_tree, "hparams_search=loss_weights", "hydra.sweeper.n_trials=2")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -58,13 +35,12 @@ def test_optuna_search_over_loss_weights_writes_the_best_parameters(tmp_path, sc
     assert best["best_value"] == pytest.approx(max(runs))
 
 
-@pytest.mark.skipif(not has_submitit, reason='needs pip install "pairlie[sweep]" (hydra-submitit-launcher)')
+@RunIf(sweep=("submitit",))
 def test_slurm_preset_takes_its_resources_from_the_environment(monkeypatch):
     monkeypatch.setenv("PAIRLIE_SLURM_PARTITION", "gpu")
     monkeypatch.setenv("PAIRLIE_SLURM_GPUS_PER_NODE", "4")
     monkeypatch.setenv("PAIRLIE_SLURM_ACCOUNT", "lab")
-    with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)
+    cfg = composed("hydra/launcher=slurm", "trainer=ddp")
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.account, launcher.gpus_per_node, launcher.tasks_per_node) == (
@@ -77,7 +53,7 @@ def test_slurm_preset_takes_its_resources_from_the_environment(monkeypatch):
     assert cfg.trainer.strategy == "ddp"
 
 
-@needs_train
+@RunIf(clis=("pairlie-train",))
 def test_ddp_spawn_inside_a_local_multirun_runs_each_point_once(tmp_path, scene_tree, paired_tree):
     result, folder = sweep(
         tmp_path,
@@ -95,23 +71,18 @@ def test_ddp_spawn_inside_a_local_multirun_runs_each_point_once(tmp_path, scene_
     assert result.stdout.count("validation (") == 2
 
 
-@needs_train
+@RunIf(clis=("pairlie-train",))
 def test_fewer_validation_images_than_processes_is_one_line(tmp_path, scene_tree, paired_tree):
-    result = subprocess.run(
-        [
-            TRAIN,
-            *TINY,
-            f"data.train_dir={scene_tree}",
-            f"data.val_dir={paired_tree}",
-            "trainer.devices=2",
-            "trainer.strategy=ddp_spawn",
-            "trainer.accelerator=cpu",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+    result = run_cli(
+        "pairlie-train",
+        *TINY,
+        f"data.train_dir={scene_tree}",
+        f"data.val_dir={paired_tree}",
+        "trainer.devices=2",
+        "trainer.strategy=ddp_spawn",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert result.returncode == 2 and "1 validation image(s) for 2 processes" in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-import pytest
+from helpers import RunIf
 
 FAULTS = """
 import json, resource, sys, torch
@@ -24,7 +24,7 @@ def faults(mode: str) -> dict:
     return json.loads(out.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings exist on Linux only")
+@RunIf(linux=True)
 def test_keep_freed_memory_stops_page_faulting_freed_tensors_back_in():
     default, kept = faults("default"), faults("keep")
     assert kept["applied"] is True

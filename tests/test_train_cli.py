@@ -3,32 +3,17 @@
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from conftest import REPO, SHARED_DATA, make_paired_tree, needs_shared
+from helpers import REPO, SHARED_DATA, TINY, RunIf, composed, make_paired_tree, run_cli, run_train
 from pairlie.checkpoints import load_net
-from pairlie.cli.train import train
-
-TRAIN = shutil.which("pairlie-train", path=str(Path(sys.executable).parent)) or shutil.which("pairlie-train")
-
-
-def run_train(cfg):
-    """Call train() as the Hydra app does: the hydra node registered, then removed from the task config."""
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return train(cfg)
 
 
 @pytest.mark.parametrize(
@@ -36,8 +21,7 @@ def run_train(cfg):
     [([], 0.2, 4), (["experiment=sice"], 0.2, 400), (["experiment=lol"], 0.14, 400), (["debug=fdr"], 0.2, 4)],
 )
 def test_every_experiment_composes(overrides, gamma, epochs):
-    with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = composed(*overrides, hydra=False)
     assert cfg.model.gamma == gamma and cfg.trainer.max_epochs == epochs
     assert cfg.model.optimizer.lr == 1e-4 and list(cfg.model.optimizer.betas) == [0.9, 0.999]
     assert dict(cfg.model.loss) == {"consistency": 1.0, "retinex": 1.0, "fidelity": 500.0}
@@ -45,8 +29,7 @@ def test_every_experiment_composes(overrides, gamma, epochs):
 
 
 def test_sice_experiment_is_the_published_schedule():
-    with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=sice"])
+    cfg = composed("experiment=sice", hydra=False)
     assert (cfg.data.batch_size, cfg.data.patch_size, cfg.data.augment) == (1, 128, False)
     assert cfg.model.scheduler.step_size == 100 and cfg.model.width == 64
 
@@ -112,21 +95,16 @@ def test_resume_continues_from_the_saved_global_step(tiny_cfg, tmp_path):
     assert resumed["global_step"] == 6 and resumed["epoch"] == 1
 
 
-def _cli(args, cwd, env=None):
-    return subprocess.run(
-        [TRAIN, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
-    )
-
-
-TINY = ["debug=quick", "model.width=4", "callbacks.rich_progress_bar=null", "logger=none"]
+def _cli(args, cwd):
+    return run_cli("pairlie-train", *args, cwd=cwd)
 
 
 def data_args(scene_tree, paired_tree) -> list[str]:
-    """The synthetic training and validation folders, and no demo set."""
-    return [f"data.train_dir={scene_tree}", f"data.val_dir={paired_tree}", "data.demo_root=null"]
+    """The synthetic training and validation folders."""
+    return [f"data.train_dir={scene_tree}", f"data.val_dir={paired_tree}"]
 
 
-@pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
+@RunIf(clis=("pairlie-train",))
 def test_console_script_trains_from_another_folder(tmp_path, scene_tree, paired_tree):
     result = _cli(
         [
@@ -143,7 +121,7 @@ def test_console_script_trains_from_another_folder(tmp_path, scene_tree, paired_
     assert "flops_per_batch" not in result.stderr and "LeafSpec" not in result.stderr
 
 
-@pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
+@RunIf(clis=("pairlie-train",))
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -169,7 +147,7 @@ def test_bad_input_is_one_line_before_training(tmp_path, scene_tree, paired_tree
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
+@RunIf(clis=("pairlie-train",))
 def test_loss_weight_grid_multirun_has_a_folder_per_run_and_a_summary(tmp_path, scene_tree, paired_tree):
     # as the README types it: no hydra.sweep.dir, so the sweep lands in ./logs/train/multiruns/<time>/
     result = _cli(["-m", "model.loss.fidelity=100,500", *TINY, *data_args(scene_tree, paired_tree)], cwd=tmp_path)
@@ -183,7 +161,7 @@ def test_loss_weight_grid_multirun_has_a_folder_per_run_and_a_summary(tmp_path, 
     assert "sweep summary" in result.stdout
 
 
-@pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
+@RunIf(clis=("pairlie-train",))
 def test_misspelled_key_is_one_line_with_the_close_match(tmp_path):
     result = _cli(["model.gama=0.3", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert result.returncode == 2
@@ -238,7 +216,7 @@ def test_non_editable_install_finds_its_configs(tmp_path, scene_tree, paired_tre
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
-@needs_shared
+@RunIf(shared=True)
 @pytest.mark.slow
 def test_sice_experiment_runs_on_the_real_scenes(tmp_path):
     result = _cli(
@@ -262,7 +240,7 @@ def test_sice_experiment_runs_on_the_real_scenes(tmp_path):
     assert "validation (2 images)" in result.stdout
 
 
-@pytest.mark.skipif(TRAIN is None, reason="pairlie-train is not installed (pip install -e .)")
+@RunIf(clis=("pairlie-train",))
 def test_two_process_cpu_ddp_scores_every_image_once(tmp_path, scene_tree):
     """gloo DDP on 2 CPU processes: 3 validation images split 2 + 1, the mean equal to one process's."""
     val = make_paired_tree(tmp_path / "val3", names=("a.png", "b.png", "c.png"))
@@ -276,7 +254,6 @@ def test_two_process_cpu_ddp_scores_every_image_once(tmp_path, scene_tree):
                 f"data.train_dir={scene_tree}",
                 f"data.val_dir={val}",
                 "data.val_limit=null",
-                "data.demo_root=null",
                 f"trainer.devices={devices}",
                 "trainer.strategy=ddp",
                 f"hydra.run.dir={run}",

@@ -2,17 +2,13 @@
 
 import json
 import logging
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import OFFICIAL_WEIGHTS, SHARED_DATA, make_paired_tree, needs_shared, write_image
+from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf, make_paired_tree, run_cli, write_image
 from pairlie import streaming, winograd
 from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
@@ -175,7 +171,7 @@ def _official_images(folder, every=1):
     return sorted((SHARED_DATA / folder / "low").iterdir())[::every]
 
 
-@needs_shared
+@RunIf(shared=True)
 @pytest.mark.slow
 @pytest.mark.parametrize(("folder", "every", "gamma"), [("LOL-test", 1, 0.14), ("SICE-test", 10, 0.2)])
 def test_official_weights_winograd_within_one_grey_level_and_the_same_scores(folder, every, gamma):
@@ -198,26 +194,23 @@ def test_official_weights_winograd_within_one_grey_level_and_the_same_scores(fol
     assert abs(psnr_w - psnr_d) <= 0.001 and abs(ssim_w - ssim_d) <= 0.0001
 
 
-def _cli(name, args, cwd):
-    path = shutil.which(name, path=str(Path(sys.executable).parent))
-    if path is None:
-        pytest.skip(f"{name} is not installed (pip install -e .)")
-    return subprocess.run([path, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-
-
+@RunIf(clis=("pairlie-test",))
 @pytest.mark.parametrize("conv", ["direct", "winograd"])
 def test_pairlie_test_records_and_prints_the_convolution_path(tmp_path, tiny_ckpt, conv):
     data = make_paired_tree(tmp_path / "pairs")
     args = [f"ckpt_path={tiny_ckpt}", f"data.test_dir={data}", f"conv={conv}", "noref=false", "hydra.run.dir=out"]
-    result = _cli("pairlie-test", args, tmp_path)
+    result = run_cli("pairlie-test", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["conv"] == conv
     assert f"{conv} convolutions" in result.stdout
 
 
+@RunIf(clis=("pairlie-enhance",))
 def test_pairlie_enhance_with_an_unknown_conv_is_one_line(tmp_path, tiny_ckpt):
     photo = write_image(tmp_path / "in.png")
-    result = _cli("pairlie-enhance", [f"ckpt_path={tiny_ckpt}", f"input={photo}", "output=out", "conv=fast"], tmp_path)
+    result = run_cli(
+        "pairlie-enhance", f"ckpt_path={tiny_ckpt}", f"input={photo}", "output=out", "conv=fast", cwd=tmp_path
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: conv='fast': must be auto, winograd or direct"
     assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 from rich.progress import track
 
 from pairlie import noref
+from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
 from pairlie.images import quantize, read_rgb, save_image, to_tensor, to_uint8
 from pairlie.inference import Enhancer
@@ -66,6 +68,27 @@ class TestResult:
     def mean(self, key: str, gamma: float | None = None) -> float | None:
         values = [getattr(s, key) for s in self.rows(gamma) if getattr(s, key) is not None]
         return float(np.mean(values)) if values else None
+
+
+def gammas_to_score(gamma=None, preset=None, score_saved: bool = False) -> list[float] | None:
+    """The γ a test run scores: ``gamma`` (``model.gamma``, a number or a list), else the data preset's; None: the checkpoint's.
+
+    ``score_saved`` scores the written files, which hold one γ: a list of several is refused.
+    """
+    gamma = gamma if gamma is not None else preset
+    if gamma is None:
+        return None
+    gammas = list(gamma) if isinstance(gamma, Sequence) and not isinstance(gamma, str) else [gamma]
+    if not gammas:
+        raise ConfigError("model.gamma=[]: give a number, or a list such as [0.1,0.14,0.2,0.3]")
+    for g in gammas:
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or g <= 0:
+            raise ConfigError(f"model.gamma={g!r}: every γ must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
+    if len(set(gammas)) != len(gammas):
+        raise ConfigError(f"model.gamma={gammas}: lists a γ twice; list each once")
+    if score_saved and len(gammas) > 1:
+        raise ConfigError("score_saved=true scores the written files, which hold one γ; give model.gamma one value")
+    return [float(g) for g in gammas]
 
 
 def _niqe(image: np.ndarray) -> tuple[float | None, str | None]:

@@ -20,7 +20,7 @@ from pairlie.errors import ConfigError, TrainingDiverged
 from pairlie.inference import Enhancer
 from pairlie.losses import LossWeights, pairlie_losses
 from pairlie.metrics import paper_scores
-from pairlie.nets import PairLIENet, enhance
+from pairlie.nets import PairLIENet
 
 HP_PSNR, HP_SSIM = "hp/val_psnr", "hp/val_ssim"
 # the published optimiser and schedule, for PairLIEModule() from Python; configs/model/pairlie.yaml states the same
@@ -178,10 +178,6 @@ class PairLIEModule(L.LightningModule):
     def forward(self, im: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(illumination, reflectance, denoised)`` of a batch of images in [0, 1]."""
         return self.net(im)
-
-    def enhance(self, im: Tensor) -> Tensor:
-        illumination, reflectance, _ = self.net(im)
-        return enhance(illumination, reflectance, self.hparams.gamma)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         im1, im2 = batch

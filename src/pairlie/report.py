@@ -1,5 +1,6 @@
-"""``report.html``: one self-contained page per test run, summary and γ table first, then every image, worst first.
+"""A test run's results for a person: the summary printed on the terminal, and ``report.html``.
 
+``report.html`` is one self-contained page per test run, summary and γ table first, then every image, worst first.
 The page needs no server and no network: styles and the one script are inline, images are small
 JPEG thumbnails written beside it in ``report/`` (about 20 kB each, loaded as they scroll into
 view; L and R only when a row's "L and R" is opened). Opened as ``report.html#check``, the page
@@ -15,6 +16,8 @@ from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
+from rich.console import Console
+from rich.table import Table
 from torch import Tensor
 
 from pairlie.evaluation import ImageScore, TestResult
@@ -24,7 +27,9 @@ from pairlie.images import quantize, save_image
 THUMB_SIZE = 320  # longest side, pixels
 THUMB_DIR = "report"
 KINDS = ("input", "enhanced", "reference", "L", "R")
-# decimals shown for each measure; the browser test checks the page against metrics.json with them
+# decimals printed on the terminal
+PRINTED_DECIMALS = {"psnr": 3, "ssim": 4, "niqe": 3, "loe": 1}
+# decimals shown for each measure in the page; the browser test checks the page against metrics.json with them
 DECIMALS = {"psnr": 3, "ssim": 4, "lpips": 4, "niqe": 3, "loe": 2}
 LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "niqe": "NIQE", "loe": "LOE"}
 
@@ -196,3 +201,31 @@ def write_report(result: TestResult, metrics: dict, out_dir: Path) -> Path:
     path = out_dir / "report.html"
     write_atomic(path, build_report(result, metrics))
     return path
+
+
+def print_summary(metrics: dict) -> None:
+    """Print the summary of a test run's ``metrics.json``: input and enhanced (a row per γ) under every measure scored."""
+    keys = [k for k in ("psnr", "ssim") if metrics["paired"]]
+    keys += [k for k in ("niqe", "loe") if "niqe" in metrics["protocol"]]
+
+    def shown(value, key):
+        return "n/a" if value is None else f"{value:.{PRINTED_DECIMALS[key]}f}"
+
+    gammas = metrics["gammas"]
+    source = metrics.get("test_dir", "")
+    conv = f", {metrics['conv']} convolutions" if "conv" in metrics else ""
+    print(f"pairlie-test: {metrics['count']} images of {source}, gamma {', '.join(f'{g:g}' for g in gammas)}{conv}")
+    table = Table()
+    for column in ("", *(LABELS[k] for k in keys)):
+        table.add_column(column, justify="right")
+    table.add_row("input", *(shown(metrics.get(f"input_{k}"), k) if k != "loe" else "" for k in keys))
+    for row in metrics["gamma_table"]:
+        label = "enhanced" if len(gammas) == 1 else f"enhanced, gamma {row['gamma']:g}"
+        table.add_row(label, *(shown(row[k], k) for k in keys))
+    Console().print(table)
+    if len(gammas) > 1:
+        best = metrics["best_gamma"]
+        print("best gamma: " + ", ".join(f"{LABELS[k]} {best[k]:g}" for k in keys if k in best))
+    if metrics["niqe_na"]:
+        name, reason = next(iter(metrics["niqe_na"].items()))
+        print(f"NIQE n/a for {len(metrics['niqe_na'])} image(s), e.g. {name}: {reason}")

@@ -1,4 +1,4 @@
-"""Run folders: find the runs and checkpoints ``pairlie-train`` left, decide what a new run resumes, report it."""
+"""Run folders: find the runs and checkpoints ``pairlie-train`` left, decide what a new run resumes or may overwrite, report it."""
 
 from __future__ import annotations
 
@@ -46,6 +46,14 @@ def resolve_checkpoint(cfg: DictConfig) -> Path:
     path = latest_checkpoint(cfg.paths.log_dir)
     print(f"no ckpt_path given: using {path} (the latest pairlie-train run)")
     return path
+
+
+def check_no_earlier_test(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to write a test run's results over an earlier test run's, unless ``overwrite``."""
+    if (out_dir / "metrics.json").exists() and not overwrite:
+        raise ConfigError(
+            f"hydra.run.dir={out_dir}: holds the results of an earlier test run; choose another folder or pass overwrite=true"
+        )
 
 
 def check_writable(folder: Path) -> None:

@@ -1,4 +1,4 @@
-"""The LightningDataModule serving exposure pairs for training and low/high pairs for val and test."""
+"""The LightningDataModule serving exposure pairs for training, low/high pairs for validation, and the test set."""
 
 from __future__ import annotations
 
@@ -19,10 +19,13 @@ class PairLIEDataModule(L.LightningDataModule):
 
     Every folder is checked and every training image decoded in :meth:`setup`, so bad data stops
     the run with a one-line message before the first step. ``demo_root`` builds the embedded demo
-    set there first when it is missing. ``gamma`` records the γ the authors used on this data
-    (LOL 0.14, SICE 0.2); ``pairlie-test`` uses it when ``model.gamma`` is not given. Training
-    order, exposures, crops and flips follow from ``seed`` (null: the run's ``seed_everything``
-    seed), the epoch, the item and the rank (:mod:`pairlie.data.sampling`).
+    set there first when it is missing. Training order, exposures, crops and flips follow from
+    ``seed`` (null: the run's ``seed_everything`` seed), the epoch, the item and the rank
+    (:mod:`pairlie.data.sampling`). ``pairlie-test`` scores ``test_set.pairs`` itself.
+
+    ``gamma`` is not used here: it is the data preset's γ (``data.gamma``: LOL 0.14, SICE 0.2), which
+    the configs read (``model.gamma``'s default, ``pairlie-test``'s γ), taken because Hydra passes
+    every key of ``data`` to this class.
     """
 
     def __init__(
@@ -76,7 +79,7 @@ class PairLIEDataModule(L.LightningDataModule):
             self.train_set = ExposurePairDataset(scenes, hp.patch_size, hp.augment, hp.repeats, hp.cache)
         if stage in ("fit", "validate", None) and self.val_set is None and hp.val_dir:
             self.val_set = self._paired(hp.val_dir, "data.val_dir", hp.val_limit)
-        if stage in ("test", "predict") and self.test_set is None:
+        if stage == "test" and self.test_set is None:
             folder, key = (hp.test_dir, "data.test_dir") if hp.test_dir else (hp.val_dir, "data.val_dir")
             if not folder:
                 raise ConfigError(
@@ -130,6 +133,3 @@ class PairLIEDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, 1, shuffle=False) if self.val_set is not None else []
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, 1, shuffle=False)

@@ -20,7 +20,6 @@ from PIL import Image
 from pairlie.errors import DataError
 from pairlie.files import current_umask
 
-DEMO_VERSION = 1
 TRAIN_PHOTOS = ("astronaut.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png")
 VAL_PHOTOS = ("chelsea.png", "coffee.png")
 TILE = 160
@@ -91,7 +90,7 @@ def build_demo(root: str | Path, seed: int = 0) -> Path:
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; a shared cache should follow the umask
     try:
         _write(tmp, np.random.default_rng(seed))
-        (tmp / "COMPLETE").write_text(f"pairlie demo set v{DEMO_VERSION}\n")
+        (tmp / "COMPLETE").write_text("pairlie demo set\n")
         if root.exists():
             root.rmdir()
         tmp.rename(root)
