@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import Unavailable, conv_kwargs
+from bench_common import Unavailable
 
 from pairlie.nets import PairLIENet
 
@@ -212,9 +212,7 @@ class Pairlie(Side):
 
             keep_freed_memory()
         self.conv = PAIRLIE_CONV[self.kind]
-        self.enhancer = Enhancer(
-            official_net(), gamma=GAMMA, device=str(self.device), **conv_kwargs(Enhancer, self.conv)
-        )
+        self.enhancer = Enhancer(official_net(), gamma=GAMMA, device=str(self.device), conv=self.conv)
         resolved = getattr(self.enhancer, "conv", "direct")
         if resolved != self.conv:
             raise Unavailable(f"Enhancer(conv={self.conv!r}) runs conv={resolved!r} here")
@@ -227,7 +225,7 @@ class Pairlie(Side):
     def training_module(self):
         from pairlie.module import PairLIEModule
 
-        return PairLIEModule(width=64, **conv_kwargs(PairLIEModule, self.conv)).to(self.device)
+        return PairLIEModule(width=64, conv=self.conv).to(self.device)
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.module is None:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_columns import DEFAULT_MALLOC, EXACT, OPENVINO, ORT, PATCH, PUBLISHED, WINOGRAD, Published, serve
-from bench_common import Unavailable, conv_overrides, pairlie_train, run_logged
+from bench_common import Unavailable, pairlie_train, run_logged
 
 from pairlie.nets import PairLIENet
 
@@ -246,13 +246,8 @@ def process_training(args, skipped: dict[str, str]) -> dict:
     sides = {PUBLISHED: [sys.executable, str(Path(__file__).resolve()), "--data", str(Path(args.data).resolve())]}
     sides[PUBLISHED] += ["--device", args.device, "--published-loop"]
     for kind, conv in ((EXACT, "direct"), (WINOGRAD, "winograd")):
-        try:
-            overrides = conv_overrides(conv)
-        except Unavailable as exc:
-            skipped[f"{kind}_whole_process"] = str(exc)
-            continue
         sides[kind] = [pairlie_train(), "experiment=sice", f"paths.data_dir={Path(args.data).resolve()}"]
-        sides[kind] += ["data.val_dir=null", f"trainer.accelerator={accelerator}", *overrides]
+        sides[kind] += ["data.val_dir=null", f"trainer.accelerator={accelerator}", f"model.conv={conv}"]
 
     def command(kind: str, steps: int, folder: Path) -> list[str]:
         if kind == PUBLISHED:
