@@ -74,7 +74,8 @@ def check_output(
 ) -> None:
     """Refuse an output that would overwrite an input, two inputs writing one file, or existing outputs unless ``overwrite``.
 
-    ``extra``: other files the run writes into ``output`` (``gamma.csv``), held to the same rules.
+    ``extra``: other files the run writes into ``output`` (``gamma.csv``), kept unless ``overwrite`` too. No
+    enhanced image can land on one of them: inputs are images, and outputs keep an image suffix.
     """
     source, output = Path(source).expanduser().resolve(), Path(output).expanduser().resolve()
     if source.is_dir() and (output == source or output.is_relative_to(source)):
@@ -82,9 +83,6 @@ def check_output(
     # os.path.realpath, unlike Path.resolve, does not raise on a symlink loop
     inputs = {os.path.realpath(src) for src, _ in items}
     targets = [output / output_path(rel, fmt) for _, rel in items]
-    for name in extra:
-        if output / name in targets:
-            raise ConfigError(f"output={output}: an enhanced image would be written to {name}; rename that input")
     clash = [t for t in targets if os.path.realpath(t) in inputs]
     if clash:
         raise ConfigError(f"output={output}: would overwrite the input {clash[0]}; choose another output folder")
