@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -228,8 +229,18 @@ def sweep(tmp_path: Path, scene_tree: Path, paired_tree: Path, *args: str):
     return result, folders[0] if len(folders) == 1 else None
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A shell starts background jobs (`cmd &`, nohup, a CI runner's children) with SIGINT ignored, and
+    # a Python started that way never raises KeyboardInterrupt: Ctrl-C as the user presses it needs
+    # the default disposition back. Runs in the child between fork and exec.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(name: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    """Start the console script ``name`` in the background (to signal it while it runs), its output captured as text."""
+    """Start the console script ``name`` in the background (to signal it while it runs), its output captured as text.
+
+    It gets SIGINT as a terminal gives it, whatever the tests themselves were started with.
+    """
     return subprocess.Popen(
         [installed(name), *args],
         cwd=cwd,
@@ -237,6 +248,7 @@ def start(name: str, *args: str, cwd: Path, env: dict | None = None) -> subproce
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
 
 
