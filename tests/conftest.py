@@ -7,8 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import composed, make_paired_tree, make_scene_tree, save_tiny_checkpoint
+from helpers import STARTED, composed, make_paired_tree, make_scene_tree, save_tiny_checkpoint
 from pairlie.nets import PairLIENet
+
+
+@pytest.fixture(autouse=True)
+def _no_background_run_outlives_its_test():
+    """Kill what ``helpers.start`` started and a failing test left running (a run trained on for an hour once)."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 @pytest.fixture

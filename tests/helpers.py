@@ -239,9 +239,10 @@ def _ctrl_c_as_in_a_terminal() -> None:
 def start(name: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
     """Start the console script ``name`` in the background (to signal it while it runs), its output captured as text.
 
-    It gets SIGINT as a terminal gives it, whatever the tests themselves were started with.
+    It gets SIGINT as a terminal gives it, whatever the tests themselves were started with. One still
+    running when its test ends (a failed assertion, a timeout) is killed then (conftest.py).
     """
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [installed(name), *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
@@ -250,6 +251,11 @@ def start(name: str, *args: str, cwd: Path, env: dict | None = None) -> subproce
         text=True,
         preexec_fn=_ctrl_c_as_in_a_terminal,
     )
+    STARTED.append(proc)
+    return proc
+
+
+STARTED: list[subprocess.Popen] = []  # what start() started, for conftest.py to kill after each test
 
 
 def checkpoint_step(ckpt: Path) -> int:
