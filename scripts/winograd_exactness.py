@@ -6,8 +6,8 @@
 Two checks: the enhanced images, quantised as pairlie saves them, differ by at most this many grey
 levels (and in this share of pixel values); and ``pairlie-test`` run as users run it, ``conv=direct``
 against ``conv=winograd``, gives these PSNR/SSIM (issue 15: within 0.001 dB and 0.0001). Took 49 min
-on two CPU cores shared with other jobs (four passes over the 165 images). CI checks every LOL-test image and every 10th SICE-test one
-(tests/test_winograd.py).
+on two CPU cores shared with other jobs (four passes over the 165 images). CI checks every LOL-test
+image and every 10th SICE-test one (tests/test_winograd.py).
 """
 
 from __future__ import annotations
