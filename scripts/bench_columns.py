@@ -213,7 +213,7 @@ class Pairlie(Side):
             keep_freed_memory()
         self.conv = PAIRLIE_CONV[self.kind]
         self.enhancer = Enhancer(official_net(), gamma=GAMMA, device=str(self.device), conv=self.conv)
-        resolved = getattr(self.enhancer, "conv", "direct")
+        resolved = self.enhancer.conv
         if resolved != self.conv:
             raise Unavailable(f"Enhancer(conv={self.conv!r}) runs conv={resolved!r} here")
         self.info.update(conv=resolved, enhancer=repr(self.enhancer))

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from bench_common import pairlie_train, run_logged
 
+from pairlie.winograd import CONV_MODES
+
 TARGET_DB = 0.2
 LOL_GAMMA = 0.14
 
@@ -89,9 +91,8 @@ def main() -> None:
         raise SystemExit(f"error: --every={args.every} must divide --steps={args.steps}, so the last step is validated")
     if not (data / "SICE-train").is_dir() or not (data / "LOL-test" / "low").is_dir():
         raise SystemExit(f"error: --data={data}: no SICE-train/ and LOL-test/ there; point --data at the shared data")
-    unknown = [conv for conv in convs if conv not in ("direct", "winograd", "auto")]
-    if unknown:
-        raise SystemExit(f"error: --convs={args.convs}: each must be direct, winograd or auto")
+    if any(conv not in CONV_MODES for conv in convs):
+        raise SystemExit(f"error: --convs={args.convs}: each must be one of {', '.join(CONV_MODES)}")
     out = Path(args.out).resolve()
     if args.parallel:
         # one core each (OpenMP and NNPACK size their pools from it): half the wall time on two cores

@@ -229,6 +229,9 @@ def sweep(tmp_path: Path, scene_tree: Path, paired_tree: Path, *args: str):
     return result, folders[0] if len(folders) == 1 else None
 
 
+STARTED: list[subprocess.Popen] = []  # what start() started, for conftest.py to kill after each test
+
+
 def _ctrl_c_as_in_a_terminal() -> None:
     # A shell starts background jobs (`cmd &`, nohup, a CI runner's children) with SIGINT ignored, and
     # a Python started that way never raises KeyboardInterrupt: Ctrl-C as the user presses it needs
@@ -253,9 +256,6 @@ def start(name: str, *args: str, cwd: Path, env: dict | None = None) -> subproce
     )
     STARTED.append(proc)
     return proc
-
-
-STARTED: list[subprocess.Popen] = []  # what start() started, for conftest.py to kill after each test
 
 
 def checkpoint_step(ckpt: Path) -> int:
