@@ -3,13 +3,18 @@
 import pytest
 import torch
 
+from pairlie.errors import ConfigError
 from pairlie.losses import (
-    LossWeights,
+    Step,
+    build_terms,
+    consistency,
     consistency_loss,
+    fidelity,
     fidelity_loss,
-    pairlie_losses,
+    retinex,
     retinex_loss,
     tv_loss,
+    weighted_terms,
 )
 
 
@@ -45,20 +50,55 @@ def test_retinex_detaches_illumination_in_the_reflectance_target():
     assert torch.allclose(illumination.grad, torch.full_like(illumination, expected))
 
 
+def paper_step(il1, r1, x1, r2, im1):
+    """A Step holding the paper's tensors for one pair (the second exposure's image is unused by the paper's terms)."""
+    step = Step([im1, im1], compute=None)
+    for part, value in (("illumination", il1), ("reflectance", r1), ("denoised", x1)):
+        step.put(0, part, value)
+    step.put(1, "reflectance", r2)
+    return step
+
+
 def test_total_is_weighted_sum():
-    weights = LossWeights(consistency=2.0, retinex=3.0, fidelity=500.0)
-    im = full(0.6)
-    terms = pairlie_losses(full(0.5, 1), full(0.4), full(0.3), full(0.2), im, weights)
-    assert terms["consistency"].item() == pytest.approx(0.04)
-    assert terms["fidelity"].item() == pytest.approx(0.09)
-    assert terms["retinex"].item() == pytest.approx(0.01 + 0.04 + 0.01)
-    assert terms["total"].item() == pytest.approx(2 * 0.04 + 3 * 0.06 + 500 * 0.09)
+    terms = build_terms({"consistency": 2.0, "retinex": 3.0, "fidelity": 500.0})
+    values = weighted_terms(paper_step(full(0.5, 1), full(0.4), full(0.3), full(0.2), full(0.6)), terms)
+    assert values["consistency"].item() == pytest.approx(0.04)
+    assert values["fidelity"].item() == pytest.approx(0.09)
+    assert values["retinex"].item() == pytest.approx(0.01 + 0.04 + 0.01)
+    assert values["total"].item() == pytest.approx(2 * 0.04 + 3 * 0.06 + 500 * 0.09)
 
 
 def test_paper_weights_are_the_default():
-    assert LossWeights() == LossWeights(consistency=1.0, retinex=1.0, fidelity=500.0)
+    assert [(t.name, t.fn, t.weight) for t in build_terms(None)] == [
+        ("consistency", consistency, 1.0),
+        ("retinex", retinex, 1.0),
+        ("fidelity", fidelity, 500.0),
+    ]
 
 
-def test_negative_weight_is_refused_with_the_key():
-    with pytest.raises(ValueError, match="model.loss.fidelity"):
-        LossWeights(fidelity=-1.0)
+@pytest.mark.parametrize(
+    ("loss", "message"),
+    [
+        ({"fidelity": -1.0}, "model.loss.fidelity"),
+        ({"smooth": 0.1}, "model.loss.smooth: .* a term of your own needs a _target_"),
+        ({"smooth": {"_target_": "os.sep", "weight": 1}}, "not callable"),
+        ({"smooth": {"_target_": "no_such_module.term"}}, "cannot import no_such_module"),
+        ({"retinex": {"exposures": "both"}}, "model.loss.retinex.exposures"),
+        ({"consistency": {"weight": 1, "colour": 2}}, "does not take these arguments"),
+    ],
+)
+def test_bad_terms_are_refused_naming_the_key(loss, message):
+    with pytest.raises(ConfigError, match=message):
+        build_terms(loss)
+
+
+def test_symmetric_terms_average_every_exposure_and_pair():
+    images = [full(0.2), full(0.4), full(0.6)]
+    outputs = {"illumination": [full(0.5, 1)] * 3, "reflectance": [full(0.1), full(0.3), full(0.6)], "denoised": images}
+    step = Step(images, compute=lambda k, part: outputs[part][k])
+    # pairs (0.1, 0.3), (0.1, 0.6), (0.3, 0.6): squared differences 0.04, 0.25, 0.09
+    assert consistency(step, "all").item() == pytest.approx((0.04 + 0.25 + 0.09) / 3)
+    assert consistency(step).item() == pytest.approx(0.04)
+    each = [retinex(Step([im], compute=lambda k, part, i=i: outputs[part][i])).item() for i, im in enumerate(images)]
+    assert retinex(step, "all").item() == pytest.approx(sum(each) / 3)
+    assert fidelity(step, "all").item() == 0.0

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from pairlie.errors import DataError
-from pairlie.nets import PairLIENet
+from pairlie.errors import ConfigError, DataError
+from pairlie.specs import DEFAULT_NET, build_module, target_name
 
 # The official file stores ``N_net.N_net.<i>.weight``; our nets store ``denoiser.layers.<i>.weight``.
 OFFICIAL_PREFIXES = {
@@ -47,19 +47,41 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         hparams = {}
     else:
         raise DataError(f"ckpt_path={path}: holds neither a pairlie checkpoint nor the official PairLIE weights")
-    if "denoiser.layers.1.weight" not in state:
+    if not state:
         raise DataError(f"ckpt_path={path}: no PairLIE network weights inside")
     return state, hparams
 
 
-def load_net(path: str | Path) -> tuple[PairLIENet, dict[str, Any]]:
-    """A :class:`PairLIENet` with the weights in ``path`` loaded strictly, and the saved hyper-parameters."""
+def net_spec(state: dict[str, torch.Tensor], hparams: dict[str, Any]) -> dict[str, Any]:
+    """What builds the checkpoint's net: the spec ``pairlie-train`` saved, else the paper's nets at the saved width."""
+    spec = hparams.get("net")
+    if isinstance(spec, dict):
+        return spec
+    # the official file, and checkpoints written before nets were configurable
+    if "denoiser.layers.1.weight" not in state:
+        raise DataError("no PairLIE network weights inside, and no model.net saved that says what builds them")
+    return {"_target_": DEFAULT_NET, "width": int(state["denoiser.layers.1.weight"].shape[0])}
+
+
+def load_net(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The net ``path`` describes, rebuilt from its spec, with its weights loaded strictly; and the saved hyper-parameters.
+
+    Rebuilding imports and constructs ``nn.Module`` classes only (:func:`pairlie.specs.build_module`).
+    """
     state, hparams = read_weights(path)
-    width = state["denoiser.layers.1.weight"].shape[0]
-    net = PairLIENet(width=width)
+    try:
+        spec = net_spec(state, hparams)
+    except DataError as exc:
+        raise DataError(f"ckpt_path={path}: {exc}") from None
+    try:
+        net = build_module(spec, "model.net")
+    except ConfigError as exc:
+        raise DataError(f"ckpt_path={path}: cannot rebuild its net: {exc}") from None
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise DataError(f"ckpt_path={path}: weights do not fit the PairLIE nets ({first})") from None
+        reason = " ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip()) or str(exc)
+        raise DataError(
+            f"ckpt_path={path}: weights do not fit the net {target_name(spec)} built from the checkpoint ({reason})"
+        ) from None
     return net.eval(), hparams

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
+
+from pairlie.errors import ConfigError
 
 
 def tv_loss(illumination: Tensor) -> Tensor:
@@ -34,38 +40,155 @@ def fidelity_loss(im: Tensor, denoised: Tensor) -> Tensor:
     return F.mse_loss(im, denoised)
 
 
+# the paper's terms, in the paper's sum order, with its weights
+PAPER_WEIGHTS = {"consistency": 1.0, "retinex": 1.0, "fidelity": 500.0}
+EXPOSURE_CHOICES = ("first", "all")
+
+
+class Step:
+    """The tensors of one training step, for loss terms: exposures and each one's L, R and X, as fp32.
+
+    ``images[k]`` is exposure ``k`` (0-based, N×C×H×W); :meth:`illumination`, :meth:`reflectance`
+    and :meth:`denoised` give the nets' outputs for it, computed the first time a term asks (the
+    paper's terms never need the illumination of the second exposure, so it is never computed).
+    ``compute(k, part)`` computes a part (``"illumination"``, ``"reflectance"``, ``"denoised"``).
+    """
+
+    def __init__(self, images: list[Tensor], compute) -> None:
+        self.images = [im.float() for im in images]
+        self._compute = compute
+        self._cache: dict[tuple[int, str], Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _get(self, k: int, part: str) -> Tensor:
+        if (k, part) not in self._cache:
+            self._cache[(k, part)] = self._compute(k, part).float()
+        return self._cache[(k, part)]
+
+    def put(self, k: int, part: str, value: Tensor) -> None:
+        """Record an output computed ahead (the module computes the paper's outputs in the published order)."""
+        self._cache[(k, part)] = value.float()
+
+    def illumination(self, k: int = 0) -> Tensor:
+        return self._get(k, "illumination")
+
+    def reflectance(self, k: int = 0) -> Tensor:
+        return self._get(k, "reflectance")
+
+    def denoised(self, k: int = 0) -> Tensor:
+        return self._get(k, "denoised")
+
+
+def _exposures(step: Step, exposures: str) -> range:
+    if exposures not in EXPOSURE_CHOICES:
+        raise ValueError(f"exposures={exposures!r}: must be first (the paper's) or all")
+    return range(1) if exposures == "first" else range(len(step))
+
+
+def consistency(step: Step, exposures: str = "first") -> Tensor:
+    """``MSE(R1, R2)`` (``first``, the paper's), or the mean over every pair of exposures (``all``)."""
+    if exposures == "first":
+        return consistency_loss(step.reflectance(0), step.reflectance(1))
+    _exposures(step, exposures)
+    pairs = [(i, j) for i in range(len(step)) for j in range(i + 1, len(step))]
+    return sum(consistency_loss(step.reflectance(i), step.reflectance(j)) for i, j in pairs) / len(pairs)
+
+
+def retinex(step: Step, exposures: str = "first") -> Tensor:
+    """The retinex term on the first exposure (the paper's), or its mean over every exposure (``all``)."""
+    ks = _exposures(step, exposures)
+    total = sum(retinex_loss(step.illumination(k), step.reflectance(k), step.images[k], step.denoised(k)) for k in ks)
+    return total / len(ks) if len(ks) > 1 else total
+
+
+def fidelity(step: Step, exposures: str = "first") -> Tensor:
+    """``MSE(im, X)`` on the first exposure (the paper's), or its mean over every exposure (``all``)."""
+    ks = _exposures(step, exposures)
+    total = sum(fidelity_loss(step.images[k], step.denoised(k)) for k in ks)
+    return total / len(ks) if len(ks) > 1 else total
+
+
+PAPER_TERMS = {"consistency": consistency, "retinex": retinex, "fidelity": fidelity}
+
+
 @dataclass(frozen=True)
-class LossWeights:
-    """Weights of the three terms; the paper's are 1, 1 and 500."""
+class Term:
+    """One weighted loss term: ``weight * fn(step, **kwargs)``, logged as ``train/<name>``."""
 
-    consistency: float = 1.0
-    retinex: float = 1.0
-    fidelity: float = 500.0
+    name: str
+    fn: Callable[..., Tensor]
+    weight: float
+    kwargs: dict = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        for name in ("consistency", "retinex", "fidelity"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"model.loss.{name} must be a number >= 0, got {value!r}")
+    def __call__(self, step: Step) -> Tensor:
+        return self.fn(step, **self.kwargs)
 
 
-def pairlie_losses(
-    illumination1: Tensor,
-    reflectance1: Tensor,
-    denoised1: Tensor,
-    reflectance2: Tensor,
-    im1: Tensor,
-    weights: LossWeights,
-) -> dict[str, Tensor]:
-    """Every term and the weighted ``total`` for one pair, given the nets' outputs."""
-    terms = {
-        "consistency": consistency_loss(reflectance1, reflectance2),
-        "retinex": retinex_loss(illumination1, reflectance1, im1, denoised1),
-        "fidelity": fidelity_loss(im1, denoised1),
-    }
-    terms["total"] = (
-        weights.consistency * terms["consistency"]
-        + weights.retinex * terms["retinex"]
-        + weights.fidelity * terms["fidelity"]
-    )
+def build_terms(config: Mapping[str, Any] | None) -> list[Term]:
+    """The weighted terms of ``model.loss``: the paper's three (a number is its weight), then any others, in order.
+
+    A term is a number (a paper term's weight) or a mapping: ``weight`` (default 1), ``_target_``
+    (a callable given the :class:`Step`, returning a scalar; the paper's function by default for
+    the paper's names) and keyword arguments for it. A name set to null drops the term.
+    """
+    from pairlie.specs import locate
+
+    given = dict(config) if config is not None else {}
+    merged = {**{k: PAPER_WEIGHTS[k] for k in PAPER_WEIGHTS if k not in given}, **given}
+    ordered = [k for k in PAPER_WEIGHTS if k in merged] + [k for k in given if k not in PAPER_WEIGHTS]
+    terms = []
+    for name in ordered:
+        value, key = merged[name], f"model.loss.{name}"
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, Mapping)):
+            raise ConfigError(f"{key}={value!r}: must be a weight (a number >= 0) or a mapping with _target_ and weight")
+        spec = {"weight": value} if not isinstance(value, Mapping) else dict(value)
+        weight = spec.pop("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ConfigError(f"{key}{'' if not isinstance(value, Mapping) else '.weight'}: must be a number >= 0, got {weight!r}")
+        for hydra_key in ("_partial_", "_convert_", "_recursive_"):
+            spec.pop(hydra_key, None)
+        target = spec.pop("_target_", None)
+        if target is None:
+            if name not in PAPER_TERMS:
+                close = difflib.get_close_matches(name, PAPER_TERMS, n=1)
+                hint = f"did you mean model.loss.{close[0]}? " if close else ""
+                raise ConfigError(
+                    f"{key}: not one of the paper's terms ({', '.join(PAPER_TERMS)}); {hint}"
+                    "a term of your own needs a _target_ naming its function (module.function)"
+                )
+            fn = PAPER_TERMS[name]
+        else:
+            fn = locate(target, key)
+            if not callable(fn):
+                raise ConfigError(f"{key}._target_={target}: not callable; name a function taking the step's tensors")
+        try:
+            inspect.signature(fn).bind(None, **spec)
+        except TypeError as exc:
+            raise ConfigError(f"{key}: {getattr(fn, '__name__', fn)} does not take these arguments ({exc})") from None
+        except ValueError:
+            pass
+        if "exposures" in spec and spec["exposures"] not in EXPOSURE_CHOICES:
+            raise ConfigError(f"{key}.exposures={spec['exposures']!r}: must be first (the paper's) or all")
+        terms.append(Term(name, fn, float(weight), spec))
+    if not terms:
+        raise ConfigError("model.loss: no terms left; keep at least one (the paper's: consistency, retinex, fidelity)")
     return terms
+
+
+def weighted_terms(step: Step, terms: list[Term]) -> dict[str, Tensor]:
+    """Every term's value and the weighted ``total``, summed in the terms' order (the paper's first)."""
+    values: dict[str, Tensor] = {}
+    total = None
+    for term in terms:
+        value = term(step)
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            raise ConfigError(f"model.loss.{term.name}: its function returned {type(value).__name__}, not a scalar tensor")
+        values[term.name] = value
+        weighted = term.weight * value
+        total = weighted if total is None else total + weighted
+    values["total"] = total
+    return values

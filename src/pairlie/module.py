@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -18,24 +17,44 @@ from torchmetrics import MeanMetric
 from pairlie import winograd
 from pairlie.errors import ConfigError, TrainingDiverged
 from pairlie.inference import Enhancer
-from pairlie.losses import LossWeights, pairlie_losses
+from pairlie.losses import Step, build_terms, weighted_terms
 from pairlie.metrics import paper_scores
-from pairlie.nets import PairLIENet
+from pairlie.specs import DEFAULT_NET, build_module, describe, locate, plain_spec
 
 HP_PSNR, HP_SSIM = "hp/val_psnr", "hp/val_ssim"
-# the published optimiser and schedule, for PairLIEModule() from Python; configs/model/pairlie.yaml states the same
-DEFAULT_OPTIMIZER = {"lr": 1e-4, "betas": (0.9, 0.999), "weight_decay": 0.0}
-DEFAULT_SCHEDULER = {"step_size": 100, "factor": 0.5}
+# the published optimiser and schedule (Adam 1e-4, lr halved every 100 epochs); configs/model/pairlie.yaml states the same
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0}
+DEFAULT_SCHEDULER = {"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True, "step_size": 100, "gamma": 0.5}
 # torch.compile modes for model.compile ("reduce-overhead" adds CUDA graphs on a GPU)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def _merged(defaults: dict, given: Mapping | None, key: str) -> dict:
-    given = dict(given or {})
-    unknown = set(given) - set(defaults)
+def _part(given: Mapping | None, default: dict, key: str) -> dict:
+    """An optimiser or scheduler spec: ``given`` whole when it names a ``_target_``, else its keys over the default's."""
+    given = plain_spec(dict(given or {}))
+    if "_target_" in given:
+        return {"_partial_": True, **given}
+    if "factor" in given and "gamma" in default:  # the StepLR key's name before schedulers were specs (old checkpoints)
+        given["gamma"] = given.pop("factor")
+    unknown = set(given) - set(default)
     if unknown:
-        raise ConfigError(f"{key}: unknown key(s) {sorted(unknown)}; accepted: {sorted(defaults)}")
-    return {**defaults, **given}
+        raise ConfigError(
+            f"{key}: unknown key(s) {sorted(unknown)} for {default['_target_']}; accepted: "
+            f"{sorted(k for k in default if not k.startswith('_'))} (or give your own {key}._target_)"
+        )
+    return {**default, **given}
+
+
+def _instantiate(spec: dict, key: str, *args):
+    """``spec`` (a ``_partial_`` spec) called with ``args``; one-line ConfigError for a target that cannot be built."""
+    from hydra.utils import instantiate
+
+    locate(spec.get("_target_"), key)  # import errors as one line, naming the key
+    try:
+        return instantiate(spec)(*args)
+    except Exception as exc:  # a wrong argument for the user's class: Hydra wraps the TypeError
+        reason = str(exc).splitlines()[-1].strip() or type(exc).__name__
+        raise ConfigError(f"{key}: {spec['_target_']} could not be built ({reason})") from None
 
 
 def nonfinite(tensors: list[Tensor]) -> Tensor:
@@ -54,9 +73,10 @@ class PairLIEModule(L.LightningModule):
 
     def __init__(
         self,
+        net: Mapping[str, Any] | torch.nn.Module | None = None,
         width: int = 64,
         gamma: float = 0.2,
-        loss: Mapping[str, float] | None = None,
+        loss: Mapping[str, Any] | None = None,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         log_images: int = 3,
@@ -64,6 +84,12 @@ class PairLIEModule(L.LightningModule):
         compile: bool | str | None = None,
         conv: str = "direct",
     ) -> None:
+        """``net``: a spec (``{"_target_": ..., ...}``, the paper's nets at ``width`` by default) or a module.
+
+        ``loss``: the weighted terms (:func:`pairlie.losses.build_terms`). ``optimizer``/``scheduler``:
+        ``_partial_`` specs called with the parameters / the optimiser (Adam 1e-4 and StepLR halving
+        every 100 epochs by default); keys without a ``_target_`` adjust the default's.
+        """
         super().__init__()
         if compile is True:
             compile = "default"
@@ -79,20 +105,27 @@ class PairLIEModule(L.LightningModule):
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
         if not isinstance(width, int) or width < 1:
             raise ConfigError(f"model.width={width!r}: must be a positive integer (64 in the paper)")
-        loss = _merged(asdict(LossWeights()), loss, "model.loss")  # the paper's weights live in LossWeights
-        try:
-            self.weights = LossWeights(**loss)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        optimizer = _merged(DEFAULT_OPTIMIZER, optimizer, "model.optimizer")
-        optimizer["betas"] = tuple(optimizer["betas"])
-        scheduler = _merged(DEFAULT_SCHEDULER, scheduler, "model.scheduler")
+        if net is None:
+            net = {"_target_": DEFAULT_NET, "width": width}
+        self.net = build_module(net if isinstance(net, torch.nn.Module) else plain_spec(net), "model.net")
+        loss = plain_spec(dict(loss or {}))
+        self.terms = build_terms(loss)
+        optimizer = _part(optimizer, DEFAULT_OPTIMIZER, "model.optimizer")
+        scheduler = None if scheduler is False else _part(scheduler, DEFAULT_SCHEDULER, "model.scheduler")
         if not isinstance(nonfinite_patience, int) or nonfinite_patience < 1:
             raise ConfigError(f"model.nonfinite_patience={nonfinite_patience!r}: must be a positive integer")
-        if not optimizer["lr"] > 0:
-            raise ConfigError(f"model.optimizer.lr={optimizer['lr']!r}: must be > 0")
+        lr = optimizer.get("lr")
+        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+            raise ConfigError(f"model.optimizer.lr={lr!r}: must be > 0")
+        # both built once on a stand-in parameter, so a wrong target or argument stops the run before it starts
+        probe = _instantiate(optimizer, "model.optimizer", [torch.nn.Parameter(torch.zeros(1))])
+        if not isinstance(probe, torch.optim.Optimizer):
+            raise ConfigError(f"model.optimizer._target_={optimizer['_target_']}: not a torch.optim.Optimizer")
+        if scheduler is not None:
+            _instantiate(scheduler, "model.scheduler", probe)
         self.save_hyperparameters(
             {
+                "net": describe(self.net),
                 "width": width,
                 "gamma": float(gamma),
                 "loss": loss,
@@ -105,18 +138,19 @@ class PairLIEModule(L.LightningModule):
             },
             logger=False,  # logged with the validation metrics in on_fit_start, for TensorBoard's HParams tab
         )
-        self.net = PairLIENet(width)
         self.val_means = torch.nn.ModuleDict({k: MeanMetric() for k in ("psnr", "ssim", "input_psnr", "input_ssim")})
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
-        # FLOPs per pixel of a training step and of a validation forward: fixed by the nets
-        self._flops_per_pixel = (self.net.training_flops(1), self.net.forward_flops(1))
+        # FLOPs per pixel of a training step and of a validation forward: fixed by the nets (0 where unknown)
+        flops = (getattr(self.net, "training_flops", None), getattr(self.net, "forward_flops", None))
+        self._flops_per_pixel = tuple(f(1) if callable(f) else 0 for f in flops)
         self._batch_flops = 0
         self._loss_finite: Tensor | None = None  # of the steps since the last optimiser step, on the device
         self._step_nets: tuple | None = None  # N, L, R as the training step calls them (compiled or not)
         self._input_scores: dict[str, tuple[float, float]] = {}
         self._train_peak_bytes = 0  # CUDA memory peak of this epoch's training steps before a validation
         self._enhancer: Enhancer | None = None  # validation's copy of the net, made per validation run
+        self.run_params: dict[str, Any] = {}  # pairlie-train's keys that differ from the defaults, for HParams
 
     def on_fit_start(self) -> None:
         """Log the run's hyper-parameters with its validation metrics, so HParams compares a sweep's runs."""
@@ -130,14 +164,15 @@ class PairLIEModule(L.LightningModule):
         if not isinstance(logger, TensorBoardLogger):
             return
         hp = self.hparams
-        params = {
-            "gamma": hp.gamma,
-            "width": hp.width,
-            **{f"loss/{k}": v for k, v in hp.loss.items()},
-            "lr": hp.optimizer["lr"],
-            "lr_step_size": hp.scheduler["step_size"],
-            "lr_factor": hp.scheduler["factor"],
-        }
+        params = {"gamma": hp.gamma, "width": hp.width}
+        for term in self.terms:
+            params[f"loss/{term.name}"] = term.weight
+        for key, value in hp.optimizer.items():
+            if not key.startswith("_") and isinstance(value, (int, float)):
+                params["lr" if key == "lr" else f"optimizer/{key}"] = value
+        if hp.scheduler is not None and hp.scheduler["_target_"] == DEFAULT_SCHEDULER["_target_"]:
+            params.update(lr_step_size=hp.scheduler["step_size"], lr_factor=hp.scheduler["gamma"])
+        params.update(self.run_params)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:
             data = datamodule.hparams
@@ -179,22 +214,19 @@ class PairLIEModule(L.LightningModule):
         """``(illumination, reflectance, denoised)`` of a batch of images in [0, 1]."""
         return self.net(im)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        im1, im2 = batch
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        images = list(batch)  # two or more exposures of the same scenes
+        im1 = images[0]
         pixels = im1.shape[0] * im1.shape[2] * im1.shape[3]
         self._batch_flops = pixels * self._flops_per_pixel[0]
-        denoiser, illumination, reflectance = self.step_nets()
         if self.hparams.get("compile") == "reduce-overhead":
             # a new step: CUDA-graph outputs of the last one may be overwritten (skipped steps break the
             # forward/backward rhythm torch's cudagraph trees infer steps from)
             torch.compiler.cudagraph_mark_step_begin()
-        denoised1 = denoiser(im1)
-        illumination1, reflectance1 = illumination(denoised1), reflectance(denoised1)
-        reflectance2 = reflectance(denoiser(im2))  # no loss uses the illumination of the second exposure
+        step = self._forward_step(images)
         # fp32 losses under autocast too: in fp16, X / L.detach() overflows (past 65504) where L is small
         with torch.autocast(self.device.type, enabled=False):
-            outputs = (illumination1, reflectance1, denoised1, reflectance2, im1)
-            terms = pairlie_losses(*(t.float() for t in outputs), self.weights)
+            terms = weighted_terms(step, self.terms)
         total = terms["total"]
         finite = torch.isfinite(total)
         self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
@@ -206,19 +238,58 @@ class PairLIEModule(L.LightningModule):
         # every rank together. A finite loss is multiplied by exactly 1.
         return total * torch.where(finite, 1.0, float("nan"))
 
-    def step_nets(self) -> tuple:
-        """N, L and R for the training step: compiled with ``model.compile``, Winograd with ``model.conv``.
+    def _forward_step(self, images: list[Tensor]) -> Step:
+        """The step's outputs: with N, L and R, as the published loop (L of the first exposure only, more on demand)."""
+        autocast = torch.is_autocast_enabled(self.device.type)
+        dtype = torch.get_autocast_dtype(self.device.type) if autocast else None
+        parts = self.step_nets()
+        if parts is None:  # a net of one's own: its forward gives L, R and X of each exposure
+            outputs = [self.net(im) for im in images]
+            step = Step(images, compute=None)
+            for k, out in enumerate(outputs):
+                for part, value in zip(("illumination", "reflectance", "denoised"), out, strict=True):
+                    step.put(k, part, value)
+            return step
+        denoiser, illumination, reflectance = parts
+        denoised = [denoiser(images[0])]
+        step_outputs = [(0, "illumination", illumination(denoised[0])), (0, "reflectance", reflectance(denoised[0]))]
+        for k in range(1, len(images)):
+            denoised.append(denoiser(images[k]))
+            step_outputs.append((k, "reflectance", reflectance(denoised[k])))
+
+        def compute(k: int, part: str) -> Tensor:  # asked inside the losses' fp32 region: the nets' own precision
+            with torch.autocast(self.device.type, dtype=dtype, enabled=autocast):
+                return illumination(denoised[k])
+
+        step = Step(images, compute=compute)
+        for k, value in enumerate(denoised):
+            step.put(k, "denoised", value)
+        for k, part, value in step_outputs:
+            step.put(k, part, value)
+        return step
+
+    def step_nets(self) -> tuple | None:
+        """N, L and R for the training step: compiled with ``model.compile``, Winograd with ``model.conv``; None for a net without them.
 
         Only the training step is compiled: its crops have one size, while validation images vary.
         The wrappers are kept in a tuple, outside the module tree, so checkpoints keep their keys.
+        Winograd runs only the parts that are the paper's ConvNets; any other part runs as it is.
         """
         if self._step_nets is None:
-            nets = (self.net.denoiser, self.net.illumination, self.net.reflectance)
+            parts = getattr(self.net, "parts", None)
+            if not callable(parts):
+                mode = winograd.resolve(self.hparams.get("conv", "direct"), self.device, "model.conv")
+                if mode == "winograd" and self.hparams.get("conv") == "winograd":
+                    raise ConfigError("model.conv=winograd: your net has no N, L and R parts it can run; use model.conv=direct")
+                return None
+            nets = parts()
             mode = self.hparams.get("compile")
             if mode:
                 self._step_nets = tuple(torch.compile(net, mode=mode) for net in nets)
             elif winograd.resolve(self.hparams.get("conv", "direct"), self.device, "model.conv") == "winograd":
-                self._step_nets = tuple(functools.partial(winograd.run_net, net) for net in nets)
+                self._step_nets = tuple(
+                    functools.partial(winograd.run_net, net) if winograd.runs(net) else net for net in nets
+                )
             else:
                 self._step_nets = nets
         return self._step_nets
@@ -306,9 +377,8 @@ class PairLIEModule(L.LightningModule):
         experiment.add_image(f"val_images/{name} (input|L|R|X|I)", row, self.global_step)
 
     def configure_optimizers(self):
-        opt, sched = self.hparams.optimizer, self.hparams.scheduler
-        optimizer = torch.optim.Adam(
-            self.parameters(), lr=opt["lr"], betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"]
-        )
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=sched["step_size"], gamma=sched["factor"])
+        optimizer = _instantiate(dict(self.hparams.optimizer), "model.optimizer", self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = _instantiate(dict(self.hparams.scheduler), "model.scheduler", optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -178,10 +178,31 @@ def sharing_cores() -> Iterator[None]:
         _turns.depth = 0
 
 
+def plain_3x3(conv: torch.nn.Module) -> bool:
+    """Whether ``conv`` is a 3x3, stride-1, unpadded, undilated, ungrouped Conv2d: what NNPACK's path computes."""
+    return (
+        type(conv) is torch.nn.Conv2d
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and conv.padding == (0, 0)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+    )
+
+
+def runs(net: torch.nn.Module) -> bool:
+    """Whether :func:`run_net` applies to ``net``: a sequence in ``net.layers`` with at least one plain 3x3 conv."""
+    layers = getattr(net, "layers", None)
+    return isinstance(layers, torch.nn.Sequential) and any(plain_3x3(layer) for layer in layers)
+
+
 def run_net(net: torch.nn.Module, x: Tensor) -> Tensor:
-    """``net(x)`` for a ConvNet of [ReflectionPad2d, 3x3 Conv2d, activation] blocks, its convolutions by :func:`conv2d_trainable`."""
+    """``net(x)`` for a net whose ``layers`` run in sequence, its plain 3x3 convolutions by :func:`conv2d_trainable`.
+
+    Any other layer (a padded, strided or grouped conv included) runs as it is.
+    """
     for layer in net.layers:
-        if isinstance(layer, torch.nn.Conv2d):
+        if plain_3x3(layer):
             x = conv2d_trainable(x, layer.weight, layer.bias)
         else:
             x = layer(x)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from pairlie.data.datasets import ExposurePairDataset, PairedImageDataset
+from pairlie.data.datasets import PairedImageDataset
 from pairlie.data.demo import build_demo
 from pairlie.data.sampling import SeededSampler, run_seed
 from pairlie.data.scenes import discover_pairs, discover_scenes, discover_test_images
-from pairlie.errors import ConfigError
+from pairlie.errors import ConfigError, DataError
+from pairlie.specs import locate, plain_spec
+
+DEFAULT_TRAIN_SET = "pairlie.data.ExposurePairDataset"
 
 
 class PairLIEDataModule(L.LightningDataModule):
@@ -46,6 +51,7 @@ class PairLIEDataModule(L.LightningDataModule):
         demo_root: str | None = None,
         gamma: float | None = None,
         seed: int | None = None,
+        train_set: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         for key, value in (("batch_size", batch_size), ("repeats", repeats)):
@@ -61,8 +67,13 @@ class PairLIEDataModule(L.LightningDataModule):
             raise ConfigError(f"data.num_workers={num_workers!r}: must be an integer >= 0")
         if seed is not None and (not isinstance(seed, int) or seed < 0):
             raise ConfigError(f"data.seed={seed!r}: must be an integer >= 0, or null for the run's seed")
+        train_set = plain_spec(dict(train_set or {"_target_": DEFAULT_TRAIN_SET}))
+        if "_target_" not in train_set:
+            train_set["_target_"] = DEFAULT_TRAIN_SET
+        locate(train_set["_target_"], "data.train_set")  # a target that does not import: one line, now
         self.save_hyperparameters(logger=False)
-        self.train_set: ExposurePairDataset | None = None
+        self.hparams.train_set = train_set
+        self.train_set: Dataset | None = None
         self.val_set: PairedImageDataset | None = None
         self.test_set: PairedImageDataset | None = None
 
@@ -76,7 +87,7 @@ class PairLIEDataModule(L.LightningDataModule):
             if not hp.train_dir:
                 raise ConfigError("data.train_dir is not set: give the folder of training scenes")
             scenes = discover_scenes(hp.train_dir, hp.patch_size, key="data.train_dir")
-            self.train_set = ExposurePairDataset(scenes, hp.patch_size, hp.augment, hp.repeats, hp.cache)
+            self.train_set = self._train_set(scenes)
         if stage in ("fit", "validate", None) and self.val_set is None and hp.val_dir:
             self.val_set = self._paired(hp.val_dir, "data.val_dir", hp.val_limit)
         if stage == "test" and self.test_set is None:
@@ -86,6 +97,25 @@ class PairLIEDataModule(L.LightningDataModule):
                     "data.test_dir is not set: give a folder with low/ and high/ sub-folders, or a folder of images"
                 )
             self.test_set = self._paired(folder, key, hp.test_limit, unpaired=True)
+
+    def _train_set(self, scenes: list) -> Dataset:
+        """The training set ``data.train_set`` names, given the scenes and the data keys (see :class:`ExposurePairDataset`)."""
+        from hydra.utils import instantiate
+
+        spec = {k: v for k, v in self.hparams.train_set.items() if k not in ("_partial_", "_convert_", "_recursive_")}
+        hp = self.hparams
+        try:
+            dataset = instantiate({**spec, "_partial_": True})(
+                scenes=scenes, patch_size=hp.patch_size, augment=hp.augment, repeats=hp.repeats, cache=hp.cache
+            )
+        except (ConfigError, DataError):
+            raise
+        except Exception as exc:
+            reason = str(exc).splitlines()[-1].strip() or type(exc).__name__
+            raise ConfigError(f"data.train_set: {spec['_target_']} could not be built ({reason})") from None
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise ConfigError(f"data.train_set._target_={spec['_target_']}: not a Dataset (needs __len__ and __getitem__)")
+        return dataset
 
     def _paired(self, folder: str, key: str, limit: int | None, unpaired: bool = False) -> PairedImageDataset:
         # a test folder may hold images without references (scored without them); validation needs pairs

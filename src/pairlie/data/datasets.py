@@ -14,7 +14,16 @@ from pairlie.images import read_rgb, to_tensor, to_uint8
 
 
 class ExposurePairDataset(Dataset):
-    """Item ``i`` is two distinct random exposures of scene ``i % len(scenes)``, cropped to the same window.
+    """Item ``i`` is ``exposures`` distinct random exposures of scene ``i % len(scenes)``, cropped to the same window.
+
+    The training-set contract (``data.train_set._target_`` may name any class that keeps it): the
+    class is called with ``scenes`` (:class:`~pairlie.data.scenes.Scene` list), ``patch_size``,
+    ``augment``, ``repeats``, ``cache`` and its own keys from ``data.train_set``; ``len()`` is the
+    items of one epoch; ``dataset[Draw(index, seed)]`` returns a tuple of two or more float tensors
+    C×H×W in [0, 1], all of one size, the exposures of one scene (the first is the one the paper's
+    retinex and fidelity terms use). Every random choice comes from ``torch.Generator().manual_seed(seed)``,
+    where the sampler mixes the seed from (run seed, epoch, item, rank): runs repeat exactly, ranks
+    and epochs differ, and the number of loader workers changes nothing.
 
     Every file is decoded once here, so an unreadable file stops the run before training, naming
     the file. With ``cache=True`` the decoded uint8 images stay in memory (SICE-train: ~500 MB) and
@@ -28,9 +37,20 @@ class ExposurePairDataset(Dataset):
         augment: bool = False,
         repeats: int = 1,
         cache: bool = True,
+        exposures: int = 2,
     ) -> None:
         if repeats < 1:
             raise DataError(f"data.repeats={repeats}: must be a positive integer")
+        if not isinstance(exposures, int) or exposures < 2:
+            raise DataError(f"data.train_set.exposures={exposures!r}: must be an integer >= 2 (the paper's pairs: 2)")
+        short = [scene for scene in scenes if len(scene.paths) < exposures]
+        if short:
+            folder = short[0].paths[0].parent if short[0].paths else short[0].name
+            raise DataError(
+                f"{folder}: {len(short[0].paths)} exposure(s), fewer than data.train_set.exposures={exposures} "
+                f"({len(short)} scene(s) so); give scenes with more exposures or lower data.train_set.exposures"
+            )
+        self.exposures = exposures
         self.scenes = scenes
         self.patch_size = patch_size
         self.augment = augment
@@ -55,37 +75,35 @@ class ExposurePairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.scenes) * self.repeats
 
-    def __getitem__(self, key: int | Draw) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two exposures of an item's scene; a :class:`Draw` key seeds the draws, an int uses the global RNG."""
+    def __getitem__(self, key: int | Draw) -> tuple[torch.Tensor, ...]:
+        """The exposures of an item's scene; a :class:`Draw` key seeds the draws, an int uses the global RNG."""
         index, generator = (
             (key.index, torch.Generator().manual_seed(key.seed)) if isinstance(key, Draw) else (key, None)
         )
         scene = self.scenes[index % len(self.scenes)]
-        first, second = torch.randperm(len(scene.paths), generator=generator)[:2].tolist()
-        im1, im2 = self._image(scene.paths[first]), self._image(scene.paths[second])
+        chosen = torch.randperm(len(scene.paths), generator=generator)[: self.exposures].tolist()
+        images = [self._image(scene.paths[k]) for k in chosen]
         if self.patch_size:
-            height, width = im1.shape[1:]
+            height, width = images[0].shape[1:]
             top = int(torch.randint(0, height - self.patch_size + 1, (), generator=generator))
             left = int(torch.randint(0, width - self.patch_size + 1, (), generator=generator))
             window = (slice(None), slice(top, top + self.patch_size), slice(left, left + self.patch_size))
-            im1, im2 = im1[window], im2[window]
+            images = [im[window] for im in images]
         if self.augment:
-            im1, im2 = _same_flips(im1, im2, generator)
-        return im1.float().div_(255.0), im2.float().div_(255.0)
+            images = same_flips(images, generator)
+        return tuple(im.float().div_(255.0) for im in images)
 
 
-def _same_flips(
-    im1: torch.Tensor, im2: torch.Tensor, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random horizontal/vertical flip and transpose on both images."""
+def same_flips(images: list[torch.Tensor], generator: torch.Generator | None) -> list[torch.Tensor]:
+    """The same random horizontal/vertical flip and transpose on every image."""
     flips = torch.rand(3, generator=generator) < 0.5
     if flips[0]:
-        im1, im2 = im1.flip(-1), im2.flip(-1)
+        images = [im.flip(-1) for im in images]
     if flips[1]:
-        im1, im2 = im1.flip(-2), im2.flip(-2)
-    if flips[2] and im1.shape[-1] == im1.shape[-2]:
-        im1, im2 = im1.transpose(-1, -2), im2.transpose(-1, -2)
-    return im1, im2
+        images = [im.flip(-2) for im in images]
+    if flips[2] and images[0].shape[-1] == images[0].shape[-2]:
+        images = [im.transpose(-1, -2) for im in images]
+    return images
 
 
 class PairedImageDataset(Dataset):
