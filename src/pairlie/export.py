@@ -19,8 +19,8 @@ from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError, DataError, VerificationError
 from pairlie.files import atomic_open
 from pairlie.images import read_rgb, to_tensor, to_uint8
-from pairlie.inference import DEFAULT_GAMMA, Enhancer
-from pairlie.nets import PairLIENet
+from pairlie.inference import DEFAULT_GAMMA, Enhancer, input_channels
+from pairlie.specs import describe
 
 EXPORT_EXTRA = 'pip install "pairlie[export]"'
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -44,7 +44,7 @@ class Deployable(nn.Module):
     an exported graph keeps N, H and W dynamic.
     """
 
-    def __init__(self, net: PairLIENet, outputs: str = "enhanced") -> None:
+    def __init__(self, net: nn.Module, outputs: str = "enhanced") -> None:
         super().__init__()
         self.net, self.outputs = net, outputs
 
@@ -137,7 +137,7 @@ def check_request(ckpt: Path, output: Path, fmt: str, outputs: str, opset: int, 
         raise DataError(f"output={output}: exists; pass overwrite=true to replace it, or choose another name")
 
 
-def to_onnx(net: PairLIENet, gamma: float, opset: int, outputs: str, metadata: dict[str, str]) -> bytes:
+def to_onnx(net: nn.Module, gamma: float, opset: int, outputs: str, metadata: dict[str, str]) -> bytes:
     """The ONNX model as bytes: weights inside, N/H/W dynamic, ``gamma`` an input defaulting to ``gamma``."""
     try:
         import onnx
@@ -151,16 +151,21 @@ def to_onnx(net: PairLIENet, gamma: float, opset: int, outputs: str, metadata: d
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and constant-folding notes
         # dynamo=False: the TorchScript-based exporter traces the shape arithmetic as graph ops and
         # writes the weights into the one proto (torch 2.13's default exporter writes a .onnx.data beside it).
-        torch.onnx.export(
-            Deployable(net, outputs).eval(),
-            (torch.rand(1, 3, 37, 51), torch.tensor(gamma, dtype=torch.float32)),
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=["image", "gamma"],
-            output_names=list(names),
-            dynamic_axes=dynamic,
-        )
+        try:
+            torch.onnx.export(
+                Deployable(net, outputs).eval(),
+                (example_image(net), torch.tensor(gamma, dtype=torch.float32)),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=["image", "gamma"],
+                output_names=list(names),
+                dynamic_axes=dynamic,
+            )
+        except Exception as exc:  # a user's net with an operation the exporter cannot trace
+            raise ConfigError(
+                f"format=onnx: the net could not be exported ({_first_line(exc)}); try format=torchscript"
+            ) from None
     model = onnx.load_from_string(buffer.getvalue())
     # An initializer with an input's name is that input's default (ONNX IR >= 4): omit gamma to get the checkpoint's.
     model.graph.initializer.append(numpy_helper.from_array(np.array(gamma, dtype=np.float32), "gamma"))
@@ -171,14 +176,26 @@ def to_onnx(net: PairLIENet, gamma: float, opset: int, outputs: str, metadata: d
     return model.SerializeToString()
 
 
-def to_torchscript(net: PairLIENet, outputs: str, metadata: dict[str, str]) -> bytes:
+def to_torchscript(net: nn.Module, outputs: str, metadata: dict[str, str]) -> bytes:
     """A traced TorchScript module as bytes (``gamma`` a required input), metadata in ``pairlie.json``."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript's deprecation notice
-        traced = torch.jit.trace(Deployable(net, outputs).eval(), (torch.rand(1, 3, 37, 51), torch.tensor(0.2)))
+        try:
+            traced = torch.jit.trace(Deployable(net, outputs).eval(), (example_image(net), torch.tensor(0.2)))
+        except Exception as exc:
+            raise ConfigError(f"format=torchscript: the net could not be traced ({_first_line(exc)})") from None
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer, _extra_files={"pairlie.json": json.dumps(metadata, indent=2)})
     return buffer.getvalue()
+
+
+def example_image(net: nn.Module) -> Tensor:
+    """A small input of the channels ``net`` takes, for tracing."""
+    return torch.rand(1, input_channels(net) or 3, 37, 51)
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 Runner = Callable[[np.ndarray, float | None], list[np.ndarray]]
@@ -212,14 +229,16 @@ def torchscript_runner(data: bytes, default_gamma: float) -> Runner:
     return run
 
 
-def verification_images(extra: Sequence[str | Path] = ()) -> list[Tensor]:
-    """The N×3×H×W images checked at export: :data:`VERIFY_SIZES` (dark, smooth, noisy) and ``extra`` files."""
+def verification_images(extra: Sequence[str | Path] = (), channels: int = 3) -> list[Tensor]:
+    """The N×C×H×W images checked at export: :data:`VERIFY_SIZES` (dark, smooth, noisy) and ``extra`` files (RGB)."""
     rng = np.random.default_rng(0)
     images = []
     for n, height, width in VERIFY_SIZES:
         ys, xs = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
-        base = 0.05 + 0.2 * np.stack([xs, ys, (xs + ys) / 2])[None] * rng.random((n, 3, 1, 1))
-        noisy = base + 0.02 * rng.standard_normal((n, 3, height, width))
+        ramps = np.stack([xs, ys, (xs + ys) / 2])
+        ramps = np.concatenate([ramps] * -(-channels // 3))[:channels]
+        base = 0.05 + 0.2 * ramps[None] * rng.random((n, channels, 1, 1))
+        noisy = base + 0.02 * rng.standard_normal((n, channels, height, width))
         images.append(torch.from_numpy(noisy.clip(0, 1).astype(np.float32)))
     for path in extra:
         images.append(to_tensor(to_uint8(read_rgb(Path(path).expanduser())[0]))[None])
@@ -230,7 +249,7 @@ def _grey(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, 0, 1) * 255.0).astype(np.uint8).astype(np.int16)
 
 
-def verify(run: Runner, net: PairLIENet, gamma: float, outputs: str, images: Sequence[Tensor]) -> list[Check]:
+def verify(run: Runner, net: nn.Module, gamma: float, outputs: str, images: Sequence[Tensor]) -> list[Check]:
     """Each image through ``run`` and through pairlie's exact :class:`Enhancer` (conv=direct); raises past :data:`MAX_GREY_LEVELS`.
 
     The default γ is checked on every image, and an explicit other γ on the first, so the γ input is exercised.
@@ -281,7 +300,8 @@ def export(
         "source_checkpoint": ckpt.name,
         "source_sha256": file_sha256(ckpt),
         "gamma": f"{gamma:g}",
-        "width": str(net.width),
+        "net": describe(net).get("_target_", type(net).__name__),
+        **({"width": str(net.width)} if isinstance(getattr(net, "width", None), int) else {}),
         **({"opset": str(opset)} if fmt == "onnx" else {"torch_version": torch.__version__}),
         **contract(gamma, outputs),
     }
@@ -295,7 +315,11 @@ def export(
     if run is None:
         report.skipped = skipped
     else:
-        report.checks = verify(run, net, gamma, outputs, verification_images(verify_images)) if verify_on else []
+        report.checks = (
+            verify(run, net, gamma, outputs, verification_images(verify_images, input_channels(net) or 3))
+            if verify_on
+            else []
+        )
         report.skipped = None if verify_on else "verify=false"
     with atomic_open(output, "wb") as fh:
         fh.write(data)

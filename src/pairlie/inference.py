@@ -17,17 +17,20 @@ from pairlie import streaming, winograd
 from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
 from pairlie.images import quantize, to_tensor
-from pairlie.nets import PairLIENet, enhance
-from pairlie.streaming import split
+from pairlie.nets import enhance
+from pairlie.receptive import receptive_radius, unknown_layer
+from pairlie.streaming import split, streamable
 
 log = logging.getLogger("pairlie")
 
-# N then L (or R): ten 3x3 convolutions, so an output pixel sees 10 pixels each way.
+# The paper's nets: N then L (or R), ten 3x3 convolutions, so an output pixel sees 10 pixels each way.
+# Other nets declare or derive their own (pairlie.receptive).
 RECEPTIVE_RADIUS = 10
-DEFAULT_OVERLAP = RECEPTIVE_RADIUS
-# tile="auto": a CPU streams rows through the nets in cache-sized bands (pairlie.streaming.stream);
-# a GPU (CUDA or Apple's MPS) runs tiles of this size.
+# tile="auto": a CPU streams rows through the paper's nets in cache-sized bands (pairlie.streaming.stream)
+# and runs other nets in tiles of CPU_TILE where their receptive radius is known; a GPU (CUDA or
+# Apple's MPS) runs tiles of this size.
 AUTO_TILE = {"cpu": None, "cuda": 1024, "mps": 1024}
+CPU_TILE = 512
 DEFAULT_GAMMA = 0.2
 # model.gamma=auto searches this range, to 3 decimals: 0.01 is far brighter than any γ the authors
 # used, 1 gives L·R ≈ the (denoised) input itself
@@ -99,6 +102,15 @@ def gamma_for_brightness(illumination: Tensor, reflectance: Tensor, target: floa
     return min(sorted(candidates), key=lambda g: abs(brightness(g) - target))
 
 
+def input_channels(net: torch.nn.Module) -> int | None:
+    """The channels ``net`` takes: its ``channels`` attribute, else its first Conv2d's input channels, else None."""
+    channels = getattr(net, "channels", None)
+    if isinstance(channels, int):
+        return channels
+    first = next((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    return first.in_channels if first is not None else None
+
+
 class Enhancer:
     """Enhances PIL images, uint8 H×W×3 arrays or float tensors with a trained PairLIE model.
 
@@ -108,11 +120,17 @@ class Enhancer:
     3×H×W or N×3×H×W and returns N×C×H×W float32 CPU tensors in [0, 1]: illumination (C=1),
     reflectance, denoised and enhanced (C=3). The net passed in is copied, never changed.
 
+    ``net``: the paper's :class:`~pairlie.nets.PairLIENet` or any module whose ``forward(im)`` returns
+    ``(illumination, reflectance, denoised)``. The fast paths (streamed rows, Winograd) run only
+    where :func:`pairlie.streaming.streamable` proves the net has the paper's structure; any other
+    net runs whole or in tiles with its own receptive radius (:func:`pairlie.receptive.receptive_radius`).
+
     ``tile``: ``"auto"``, an int, or ``None`` for whole images. ``"auto"`` on a CPU streams the rows
-    through the nets in cache-sized bands, computing each pixel once (:func:`pairlie.streaming.stream`);
-    on a GPU it means tiles of 1024. An int splits the image into equal tiles of at most that size,
-    each seeing ``overlap`` pixels of context (≥ the 10-pixel receptive radius). Every mode equals
-    whole-image inference up to float rounding, with memory bounded by the band or tile.
+    through the paper's nets in cache-sized bands, computing each pixel once (:func:`pairlie.streaming.stream`),
+    and runs other nets in tiles of 512 where their radius is known, else whole; on a GPU it means
+    tiles of 1024. An int splits the image into equal tiles of at most that size, each seeing
+    ``overlap`` pixels of context (default and minimum: the net's receptive radius). Every mode
+    equals whole-image inference up to float rounding, with memory bounded by the band or tile.
 
     ``conv``: ``"auto"`` computes the 3x3 convolutions by Winograd's algorithm on a CPU where
     NNPACK runs (:mod:`pairlie.winograd`), else directly; ``"winograd"`` insists (ConfigError where
@@ -122,30 +140,50 @@ class Enhancer:
 
     def __init__(
         self,
-        net: PairLIENet,
+        net: torch.nn.Module,
         gamma: float = DEFAULT_GAMMA,
         device: str = "auto",
         half: bool = False,
         tile: int | str | None = "auto",
-        overlap: int = DEFAULT_OVERLAP,
+        overlap: int | None = None,
         conv: str = "auto",
     ) -> None:
         if not isinstance(gamma, (int, float)) or gamma <= 0:
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
-        if overlap < RECEPTIVE_RADIUS:
-            raise ConfigError(f"overlap={overlap}: must be at least the receptive radius {RECEPTIVE_RADIUS}")
+        self.fast = streamable(net)  # the one check that decides whether the specialised paths apply
+        radius = receptive_radius(net)
         self.device = resolve_device(device)
         if half and self.device.type != "cuda":
             raise ConfigError("half=true needs a GPU: 16-bit convolutions on a CPU are slower than fp32")
-        self.stream = tile == "auto" and self.device.type == "cpu"
+        explicit_tile = tile not in ("auto", None)
+        self.stream = tile == "auto" and self.device.type == "cpu" and self.fast
         if tile == "auto":
-            tile = AUTO_TILE[self.device.type]
+            tile = AUTO_TILE[self.device.type] if self.fast or self.device.type != "cpu" else CPU_TILE
+            if radius is None:
+                if tile is not None:
+                    log.info(
+                        "the net's receptive radius is unknown (%s): whole images, memory not bounded; declare an "
+                        "int attribute receptive_radius on the net to tile",
+                        unknown_layer(net),
+                    )
+                tile = None
         if tile is not None and (not isinstance(tile, int) or tile < 16):
             raise ConfigError(f"tile={tile!r}: must be auto, null (whole image) or an integer >= 16")
+        if explicit_tile and radius is None:
+            raise ConfigError(
+                f"tile={tile}: this net's receptive radius is unknown ({unknown_layer(net)}): declare an int attribute "
+                "receptive_radius on the net, or use tile=null (whole images)"
+            )
+        if overlap is None:
+            overlap = radius if radius is not None else 0
+        if radius is not None and overlap < radius:
+            raise ConfigError(f"overlap={overlap}: must be at least the net's receptive radius {radius}")
         self.gamma = float(gamma)
-        self.tile, self.overlap = tile, overlap
+        self.tile, self.overlap, self.radius = tile, overlap, radius
         self.dtype = torch.float16 if half else torch.float32
-        self.conv = winograd.resolve(conv, self.device)
+        if conv == "winograd" and not self.fast:
+            raise ConfigError("conv=winograd: runs the paper's nets only; this net takes conv=direct (or auto)")
+        self.conv = winograd.resolve(conv, self.device) if self.fast else winograd.resolve("direct", self.device)
         # Channels-last lets oneDNN pick faster kernels, same arithmetic up to float rounding: on a 2-core
         # AVX2 CPU, 194 vs 173 GFLOP/s for the 64->64 convs and 48 vs 28 for 64->3, on a 66k-pixel band.
         # A GPU runs the nets as they are, with ReflectionPad2d, which CUDA implements in NCHW only:
@@ -158,10 +196,10 @@ class Enhancer:
 
     def __repr__(self) -> str:
         tiling = "streamed rows" if self.stream else ("whole images" if self.tile is None else f"{self.tile} px tiles")
-        width = self.net.denoiser.layers[1].out_channels
+        width = getattr(self.net, "width", None)
         return (
             f"Enhancer(gamma={self.gamma:g}, device={str(self.device)!r}, dtype={str(self.dtype).removeprefix('torch.')}, "
-            f"{tiling}, conv={self.conv!r}, width={width})"
+            f"{tiling}, conv={self.conv!r}, " + (f"width={width})" if self.fast else f"net={type(self.net).__name__})")
         )
 
     @classmethod
@@ -176,8 +214,10 @@ class Enhancer:
     def decompose(self, image: Tensor) -> Decomposition:
         """L, R, X and the enhanced I of an N×3×H×W (or 3×H×W) float tensor in [0, 1], on the CPU."""
         batch = image[None] if image.dim() == 3 else image
-        if batch.dim() != 4 or batch.shape[1] != 3:
-            raise ValueError(f"expected a 3xHxW or Nx3xHxW image tensor, got shape {tuple(image.shape)}")
+        channels = input_channels(self.net)
+        if batch.dim() != 4 or (channels is not None and batch.shape[1] != channels):
+            c = channels or "C"
+            raise ValueError(f"expected a {c}xHxW or Nx{c}xHxW image tensor, got shape {tuple(image.shape)}")
         height, width = batch.shape[-2:]
         # Reflection padding needs two pixels; replicate thinner strips, then crop back.
         pad = (0, max(0, 2 - width), 0, max(0, 2 - height))
@@ -205,10 +245,16 @@ class Enhancer:
 
     def _run(self, patch: Tensor, borders: streaming.Borders) -> tuple[Tensor, ...]:
         patch = to_device(patch, self.device, self.dtype).contiguous(memory_format=self.memory_format)
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and self.fast:
             outputs = streaming.forward(self.net, patch, borders, fast=self.conv == "winograd")
         else:
             outputs = self.net(patch)
+            if len(outputs) != 3 or any(t.shape[-2:] != patch.shape[-2:] for t in outputs):
+                shapes = [tuple(t.shape) for t in outputs] if isinstance(outputs, (tuple, list)) else type(outputs)
+                raise ConfigError(
+                    f"the net's forward must return (illumination, reflectance, denoised) the size of its input "
+                    f"{tuple(patch.shape)}; it returned {shapes}"
+                )
         return tuple(t.float().cpu().contiguous() for t in outputs)
 
     def _tiled(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -218,17 +264,17 @@ class Enhancer:
         tile = self.tile
         if tile is None or (height <= tile + self.overlap and width <= tile + self.overlap):
             return self._run(batch, (True, True, True, True))
-        illumination = torch.empty(n, 1, height, width)
-        reflectance = torch.empty(n, 3, height, width)
-        denoised = torch.empty(n, 3, height, width)
+        fulls: list[Tensor] = []
         for top, bottom, ctop, cbottom in split(height, tile, self.overlap):
             for left, right, cleft, cright in split(width, tile, self.overlap):
                 borders = (ctop == 0, cbottom == height, cleft == 0, cright == width)
                 outs = self._run(batch[..., ctop:cbottom, cleft:cright], borders)
+                if not fulls:  # the output channels are the net's: L, R, X
+                    fulls = [torch.empty(n, out.shape[1], height, width) for out in outs]
                 inner = (..., slice(top - ctop, bottom - ctop), slice(left - cleft, right - cleft))
-                for full, out in zip((illumination, reflectance, denoised), outs, strict=True):
+                for full, out in zip(fulls, outs, strict=True):
                     full[..., top:bottom, left:right] = out[inner]
-        return illumination, reflectance, denoised
+        return tuple(fulls)
 
     def enhance(self, image):
         """The enhanced image, of the same kind as ``image``.

@@ -144,11 +144,15 @@ def build_terms(config: Mapping[str, Any] | None) -> list[Term]:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float, Mapping)):
-            raise ConfigError(f"{key}={value!r}: must be a weight (a number >= 0) or a mapping with _target_ and weight")
+            raise ConfigError(
+                f"{key}={value!r}: must be a weight (a number >= 0) or a mapping with _target_ and weight"
+            )
         spec = {"weight": value} if not isinstance(value, Mapping) else dict(value)
         weight = spec.pop("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ConfigError(f"{key}{'' if not isinstance(value, Mapping) else '.weight'}: must be a number >= 0, got {weight!r}")
+            raise ConfigError(
+                f"{key}{'' if not isinstance(value, Mapping) else '.weight'}: must be a number >= 0, got {weight!r}"
+            )
         for hydra_key in ("_partial_", "_convert_", "_recursive_"):
             spec.pop(hydra_key, None)
         target = spec.pop("_target_", None)
@@ -186,7 +190,9 @@ def weighted_terms(step: Step, terms: list[Term]) -> dict[str, Tensor]:
     for term in terms:
         value = term(step)
         if not isinstance(value, Tensor) or value.numel() != 1:
-            raise ConfigError(f"model.loss.{term.name}: its function returned {type(value).__name__}, not a scalar tensor")
+            raise ConfigError(
+                f"model.loss.{term.name}: its function returned {type(value).__name__}, not a scalar tensor"
+            )
         values[term.name] = value
         weighted = term.weight * value
         total = weighted if total is None else total + weighted

@@ -23,7 +23,13 @@ from pairlie.specs import DEFAULT_NET, build_module, describe, locate, plain_spe
 
 HP_PSNR, HP_SSIM = "hp/val_psnr", "hp/val_ssim"
 # the published optimiser and schedule (Adam 1e-4, lr halved every 100 epochs); configs/model/pairlie.yaml states the same
-DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 0.0}
+DEFAULT_OPTIMIZER = {
+    "_target_": "torch.optim.Adam",
+    "_partial_": True,
+    "lr": 1e-4,
+    "betas": [0.9, 0.999],
+    "weight_decay": 0.0,
+}
 DEFAULT_SCHEDULER = {"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True, "step_size": 100, "gamma": 0.5}
 # torch.compile modes for model.compile ("reduce-overhead" adds CUDA graphs on a GPU)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -280,7 +286,9 @@ class PairLIEModule(L.LightningModule):
             if not callable(parts):
                 mode = winograd.resolve(self.hparams.get("conv", "direct"), self.device, "model.conv")
                 if mode == "winograd" and self.hparams.get("conv") == "winograd":
-                    raise ConfigError("model.conv=winograd: your net has no N, L and R parts it can run; use model.conv=direct")
+                    raise ConfigError(
+                        "model.conv=winograd: your net has no N, L and R parts it can run; use model.conv=direct"
+                    )
                 return None
             nets = parts()
             mode = self.hparams.get("compile")

@@ -1,7 +1,8 @@
 """Exact inference paths without padded copies of feature maps: rows streamed in bands (CPU), tiles split for any device.
 
 Both compute what ``PairLIENet.forward`` computes (reflection padding at the image borders), up to
-float rounding, and are tested against it.
+float rounding, and are tested against it. They apply only where :func:`streamable` proves the
+net has the paper's structure; any other net runs whole or in tiles (:mod:`pairlie.inference`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from torch import Tensor
 
 from pairlie import winograd
 from pairlie.nets import ConvNet, PairLIENet
+
+# the activations the streamed layers apply after a convolution
+STREAM_ACTIVATIONS = (torch.nn.ReLU, torch.nn.Sigmoid)
 
 # rows per band when streaming: about this many pixels, which keeps a 64-channel band in the caches
 BAND_PIXELS = 65536
@@ -69,6 +73,27 @@ def conv_reflect(
     return y
 
 
+def streamable(net: torch.nn.Module) -> bool:
+    """Whether :func:`stream` and :func:`forward` compute ``net`` exactly: a :class:`PairLIENet` whose N, L and R are
+    :class:`ConvNet` s of [ReflectionPad2d(1), 3x3 stride-1 Conv2d, ReLU or Sigmoid] blocks, N feeding L and R.
+
+    Exact types are required: a subclass may change ``forward``.
+    """
+    if type(net) is not PairLIENet:
+        return False
+    for part in net.parts():
+        if type(part) is not ConvNet or len(part.layers) % 3 or not len(part.layers):
+            return False
+        layers = list(part.layers)
+        for pad, conv, activation in zip(layers[::3], layers[1::3], layers[2::3], strict=True):
+            if type(pad) is not torch.nn.ReflectionPad2d or tuple(pad.padding) != (1, 1, 1, 1):
+                return False
+            if not winograd.plain_3x3(conv) or type(activation) not in STREAM_ACTIVATIONS:
+                return False
+    out = net.denoiser.convs()[-1].out_channels
+    return net.illumination.convs()[0].in_channels == out == net.reflectance.convs()[0].in_channels
+
+
 def winograd_pays(conv: torch.nn.Conv2d) -> bool:
     """Whether ``conv`` runs faster by Winograd's algorithm than directly on NCHW maps: many outputs."""
     return conv.out_channels >= WINOGRAD_MIN_CHANNELS
@@ -84,7 +109,10 @@ def _layers(net: ConvNet) -> list[tuple[torch.nn.Conv2d, bool]]:
     layers = list(net.layers)
     if not all(isinstance(p, torch.nn.ReflectionPad2d) and p.padding == (1, 1, 1, 1) for p in layers[::3]):
         raise ValueError("expected [ReflectionPad2d(1), Conv2d, activation] blocks")
-    return [(conv, isinstance(act, torch.nn.ReLU)) for conv, act in zip(layers[1::3], layers[2::3], strict=True)]
+    for act in layers[2::3]:
+        if type(act) not in STREAM_ACTIVATIONS:  # never guess what another activation computes
+            raise ValueError(f"the streamed path runs ReLU and Sigmoid only, not {type(act).__name__}")
+    return [(conv, type(act) is torch.nn.ReLU) for conv, act in zip(layers[1::3], layers[2::3], strict=True)]
 
 
 def _activate(y: Tensor, relu: bool) -> Tensor:
@@ -171,7 +199,8 @@ def stream(
     ``fast``: the wide convolutions by Winograd's algorithm, on NCHW bands (NNPACK's layout).
     """
     n, _, height, width = image.shape
-    outputs = [torch.empty(n, c, height, width) for c in (1, 3, 3)]
+    channels = [part.convs()[-1].out_channels for part in (net.illumination, net.reflectance, net.denoiser)]
+    outputs = [torch.empty(n, c, height, width) for c in channels]
     pieces = split(width, STREAM_WIDTH, margin) if width > STREAM_WIDTH else [(0, width, 0, width)]
     for left, right, cleft, cright in pieces:
         sides = (cleft == 0, cright == width)

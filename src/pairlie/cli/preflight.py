@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -44,6 +45,19 @@ class CliSpec:
     # (config file, key prefix[, only these keys]) whose keys and comments the help lists, in this order
     key_files: list[tuple] = field(default_factory=list)
     extra_keys: list[str] = field(default_factory=list)
+    # builds what the composed config names (a _target_ that does not import or fit: one line, before any run folder)
+    check_parts: Callable[[DictConfig], None] | None = None
+
+
+def config_dirs(argv: list[str]) -> list[str]:
+    """The folders given with ``--config-dir``/``-cd`` (Hydra adds them to the config search path), as absolute paths."""
+    found = []
+    for i, arg in enumerate(argv):
+        flag, _, value = arg.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            value = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            found.append(os.path.abspath(os.path.expanduser(value)))
+    return found
 
 
 def split_args(argv: list[str], spec: CliSpec) -> list[str]:
@@ -88,6 +102,11 @@ def check(argv: list[str], spec: CliSpec) -> DictConfig:
         print(help_page(spec))
         sys.exit(0)
     overrides = split_args(argv, spec)
+    for folder in config_dirs(argv):
+        if not os.path.isdir(folder):
+            raise ConfigError(f"--config-dir {folder}: no such folder; give the folder that holds your config groups")
+    if config_dirs(argv):  # what Hydra does with --config-dir, for the composition checked here
+        overrides = ["hydra.searchpath=[" + ",".join(f"'file://{d}'" for d in config_dirs(argv)) + "]", *overrides]
     parser, parsed = OverridesParser.create(), []
     for override in overrides:
         try:
@@ -119,6 +138,8 @@ def check(argv: list[str], spec: CliSpec) -> DictConfig:
     if missing:
         given = " ".join(f"{k}=..." for k in missing)
         raise ConfigError(f"{', '.join(missing)}: required; usage: {spec.usage} (missing: {given})")
+    if spec.check_parts is not None:
+        spec.check_parts(cfg)
     return cfg
 
 
@@ -251,7 +272,7 @@ def yaml_comments(file: str, prefix: str = "") -> dict[str, tuple[str, str]]:
         match = re.match(r"^(\s*)([A-Za-z_]\w*):(?:\s+(.*?))?\s*$", line.split(" #")[0].rstrip())
         comment = line.split(" #", 1)[1].strip() if " #" in line else " ".join(above)
         above = []
-        if not match or match.group(2) in ("defaults", "hydra", "_target_", "_convert_", "task_name"):
+        if not match or match.group(2) in ("defaults", "hydra", "_target_", "_convert_", "_recursive_", "_partial_", "task_name"):
             if match and not match.group(1):
                 stack = [(0, None)]  # a skipped top-level block hides its children
             continue

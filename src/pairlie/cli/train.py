@@ -42,6 +42,74 @@ def instantiate_group(group: DictConfig | None) -> list:
     return [instantiate(c) for c in (group or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
+def check_parts(cfg: DictConfig) -> None:
+    """Build the model and check the training set's class now: a ``_target_`` that does not import or fit its place
+    is one line before Hydra makes a run folder."""
+    import lightning.pytorch as pl
+
+    from pairlie.cli.common import user_error
+    from pairlie.specs import locate
+
+    model_cls = locate(cfg.model.get("_target_"), "model")
+    if not (isinstance(model_cls, type) and issubclass(model_cls, pl.LightningModule)):
+        raise ConfigError(f"model._target_={cfg.model._target_}: not a LightningModule class")
+    try:
+        instantiate(cfg.model)
+    except Exception as exc:
+        err = user_error(exc)
+        if err is not None:
+            raise ConfigError(str(err)) from None
+        cause = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+        raise ConfigError(f"model: {cfg.model._target_} could not be built ({reason})") from None
+    train_set = cfg.data.get("train_set") if cfg.get("data") is not None else None
+    if train_set is not None and train_set.get("_target_"):
+        locate(train_set._target_, "data.train_set")
+
+
+# keys whose values differ per run without being settings (folders) or that HParams cannot show
+UNLOGGED = ("hydra", "paths", "logger", "callbacks")
+
+
+def run_params(cfg: DictConfig) -> dict[str, object]:
+    """The run's keys that differ from ``pairlie-train``'s defaults, and every key given on the command line.
+
+    For TensorBoard's HParams tab: two runs of a sweep over any key, a term of one's own included,
+    are told apart. Values that are not numbers, strings or booleans are shown as text.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    def flat(node, prefix=""):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if not prefix and key in UNLOGGED:
+                continue
+            if isinstance(value, dict):
+                yield from flat(value, f"{path}.")
+            else:
+                yield path, value
+
+    try:
+        ours = dict(flat(OmegaConf.to_container(cfg, resolve=True)))
+        loader = GlobalHydra.instance().config_loader()
+        base = loader.load_configuration("train", overrides=[], run_mode=RunMode.RUN)
+        with open_dict(base):
+            base.pop("hydra", None)
+        defaults = dict(flat(OmegaConf.to_container(base, resolve=True)))
+        given = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    except Exception as exc:  # outside a Hydra app (a test calling train()), or defaults that do not resolve
+        log.debug("HParams: only the model's own keys (%s)", exc)
+        return {}
+    params = {}
+    for key, value in ours.items():
+        if key in given or any(key.startswith(f"{g}.") for g in given) or defaults.get(key, object()) != value:
+            params[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return params
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model described by ``cfg``; returns the final validation metrics."""
     apply_speed_settings(cfg)
@@ -62,6 +130,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_deterministic(cfg)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    if hasattr(model, "run_params"):
+        model.run_params = run_params(cfg)
     # Check and load every file now, so bad data stops the run before the trainer starts.
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -155,11 +225,18 @@ SPEC = CliSpec(
         "pairlie-train experiment=sice paths.data_dir=/data trainer=gpu",
         "pairlie-train -m model.loss.fidelity=100,500,1000   # a sweep, one run folder per value",
     ],
-    groups=["experiment", "data", "trainer", "logger", "callbacks", "hparams_search", "debug"],
-    key_files=[("train.yaml", ""), ("model/pairlie.yaml", "model."), ("data/default.yaml", "data.")],
-    extra_keys=[
-        "trainer.*                          any Lightning Trainer argument: max_epochs, devices, precision, ..."
+    groups=["experiment", "data", "model", "model/net", "trainer", "logger", "callbacks", "hparams_search", "debug"],
+    key_files=[
+        ("train.yaml", ""),
+        ("model/pairlie.yaml", "model."),
+        ("model/net/pairlie.yaml", "model.net."),
+        ("data/default.yaml", "data."),
     ],
+    extra_keys=[
+        "trainer.*                          any Lightning Trainer argument: max_epochs, devices, precision, ...",
+        "--config-dir DIR                   your own config groups (model/net/NAME.yaml, experiment/NAME.yaml, ...)",
+    ],
+    check_parts=check_parts,
 )
 
 

@@ -114,7 +114,9 @@ class PairLIEDataModule(L.LightningDataModule):
             reason = str(exc).splitlines()[-1].strip() or type(exc).__name__
             raise ConfigError(f"data.train_set: {spec['_target_']} could not be built ({reason})") from None
         if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise ConfigError(f"data.train_set._target_={spec['_target_']}: not a Dataset (needs __len__ and __getitem__)")
+            raise ConfigError(
+                f"data.train_set._target_={spec['_target_']}: not a Dataset (needs __len__ and __getitem__)"
+            )
         return dataset
 
     def _paired(self, folder: str, key: str, limit: int | None, unpaired: bool = False) -> PairedImageDataset:
