@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pairlie.specs import describe
+
 # output activations by name (model.net.<part>_output)
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "identity": nn.Identity}
 PADDINGS = ("reflect", "zeros")
@@ -44,6 +46,12 @@ class ConvNet(nn.Module):
         if padding not in PADDINGS:
             raise ValueError(f"model.net.padding={padding!r}: must be reflect (the paper's) or zeros")
         self.in_channels, self.out_channels = in_channels, out_channels
+        # what rebuilds this net from a checkpoint (pairlie.specs), also when it was made in Python
+        self.pairlie_spec = {
+            "_target_": "pairlie.nets.ConvNet",
+            **dict(in_channels=in_channels, out_channels=out_channels, width=width, depth=depth),
+            **dict(output=output, padding=padding),
+        }
 
         def block(cin: int, cout: int, activation: nn.Module) -> list[nn.Module]:
             if padding == "reflect":
@@ -110,6 +118,14 @@ class PairLIENet(nn.Module):
         self.denoiser = built(denoiser, channels, denoiser_output)
         self.illumination = built(illumination, 1, illumination_output)
         self.reflectance = built(reflectance, channels, reflectance_output)
+        self.pairlie_spec = {
+            "_target_": "pairlie.nets.PairLIENet",
+            **dict(width=width, channels=channels, depth=depth, padding=padding),
+            **dict(denoiser_output=denoiser_output, illumination_output=illumination_output),
+            "reflectance_output": reflectance_output,
+            **{name: None if given is None else describe(given) for name, given in
+               (("denoiser", denoiser), ("illumination", illumination), ("reflectance", reflectance))},
+        }  # fmt: skip
 
     def forward(self, im: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x = self.denoiser(im)

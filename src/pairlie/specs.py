@@ -18,7 +18,7 @@ from pairlie.errors import ConfigError
 
 DEFAULT_NET = "pairlie.nets.PairLIENet"
 PLAIN = (str, int, float, bool, type(None))
-# Hydra's own keys a spec may carry; all but _target_ are ignored (_partial_ and _args_ are refused)
+# Hydra's keys a spec may carry besides _target_ and _args_ (positional arguments); ignored (_partial_ is refused)
 IGNORED_KEYS = ("_convert_", "_recursive_")
 IMPORT_HINT = "run from the folder that holds that file, put it on PYTHONPATH, or install the package that provides it"
 
@@ -60,27 +60,30 @@ def build_module(spec: Any, key: str = "model.net") -> nn.Module:
         return spec
     if not isinstance(spec, Mapping) or "_target_" not in spec:
         raise ConfigError(f"{key}: must be a mapping with a _target_ naming an nn.Module class, got {spec!r}")
-    for refused in ("_partial_", "_args_"):
-        if refused in spec:
-            raise ConfigError(f"{key}.{refused}: not accepted for a net; give its arguments by name")
+    if "_partial_" in spec:
+        raise ConfigError(f"{key}._partial_: not accepted for a net: a net is built, not called later")
     cls = locate(spec["_target_"], key)
     if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
         raise ConfigError(
             f"{key}._target_={spec['_target_']}: not an nn.Module class; a net is built only from nn.Module classes"
         )
+    args = spec.get("_args_", [])
+    if not isinstance(args, (list, tuple)):
+        raise ConfigError(f"{key}._args_: must be a list of positional arguments")
+    args = [_value(value, f"{key}._args_[{i}]") for i, value in enumerate(args)]
     kwargs = {
         name: _value(value, f"{key}.{name}")
         for name, value in spec.items()
-        if name != "_target_" and name not in IGNORED_KEYS
+        if name not in ("_target_", "_args_") and name not in IGNORED_KEYS
     }
     try:
-        inspect.signature(cls).bind(**kwargs)
+        inspect.signature(cls).bind(*args, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"{key}: {spec['_target_']} does not take these arguments ({exc})") from None
     except ValueError:
         pass  # no signature to check: let the call say
     try:
-        module = cls(**kwargs)
+        module = cls(*args, **kwargs)
     except (ConfigError, ValueError, TypeError) as exc:
         raise ConfigError(f"{key}: {spec['_target_']}(...) refused its arguments: {str(exc).splitlines()[0]}") from None
     module.pairlie_spec = plain_spec(spec)
@@ -116,9 +119,13 @@ def plain_spec(spec: Any) -> Any:
 
 
 def describe(net: nn.Module) -> dict:
-    """The spec that rebuilds ``net``: the one it was built from, else its class with no arguments."""
+    """The spec that rebuilds ``net``: the one it was built from (or records itself), else its class with no arguments.
+
+    A module made in Python from other classes records nothing: it is described as its class only,
+    and loading its checkpoint says what does not fit. Build it from a spec to keep its arguments.
+    """
     spec = getattr(net, "pairlie_spec", None)
-    if spec is not None:
+    if spec is not None and spec.get("_target_", "").rsplit(".", 1)[-1] == type(net).__name__:
         return spec
     cls = type(net)
     return {"_target_": f"{cls.__module__}.{cls.__qualname__}"}

@@ -272,7 +272,15 @@ def yaml_comments(file: str, prefix: str = "") -> dict[str, tuple[str, str]]:
         match = re.match(r"^(\s*)([A-Za-z_]\w*):(?:\s+(.*?))?\s*$", line.split(" #")[0].rstrip())
         comment = line.split(" #", 1)[1].strip() if " #" in line else " ".join(above)
         above = []
-        if not match or match.group(2) in ("defaults", "hydra", "_target_", "_convert_", "_recursive_", "_partial_", "task_name"):
+        if not match or match.group(2) in (
+            "defaults",
+            "hydra",
+            "_target_",
+            "_convert_",
+            "_recursive_",
+            "_partial_",
+            "task_name",
+        ):
             if match and not match.group(1):
                 stack = [(0, None)]  # a skipped top-level block hides its children
             continue
