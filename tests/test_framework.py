@@ -471,3 +471,72 @@ def test_an_example_trains_then_tests_enhances_and_exports_as_typed(example, arg
         result = run_cli("pairlie-enhance", f"ckpt_path={ckpt}", f"input={val / 'low'}", "output=out", cwd=elsewhere)
         assert result.returncode == 2 and "cannot import my_nets" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def hparams_of(run: Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    accumulator = EventAccumulator(str(run / "tensorboard")).Reload()  # every event file of the run
+    content = accumulator.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    session = HParamsPluginData.FromString(content).session_start_info
+    values = {k: v.number_value if v.HasField("number_value") else v.string_value for k, v in session.hparams.items()}
+    return {"hparams": values, "scalars": set(accumulator.Tags()["scalars"])}
+
+
+@RunIf(clis=("pairlie-train",))
+def test_a_sweep_over_a_term_of_ones_own_tells_its_runs_apart_in_hparams(data, tmp_path):
+    train, val = data
+    folder = copy_example("own_model", tmp_path)
+    args = ["-m", "--config-dir", "configs", "model=deep_r", "model.loss.smoothness.weight=0.05,0.1"]
+    few = [a for a in FEW_STEPS if not a.startswith("logger=")] + [
+        "data.val_limit=1",
+        "callbacks.rich_progress_bar=null",
+        "trainer.log_every_n_steps=1",
+    ]
+    run_ok("pairlie-train", *args, f"data.train_dir={train}", f"data.val_dir={val}", *few, cwd=folder)
+    runs = sorted(p for p in (folder / "logs" / "train" / "multiruns").glob("*/*") if (p / "tensorboard").is_dir())
+    assert len(runs) == 2
+    logged = [hparams_of(run) for run in runs]
+    weights = sorted(entry["hparams"]["loss/smoothness"] for entry in logged)
+    assert weights == pytest.approx([0.05, 0.1])
+    for entry in logged:
+        # every key that differs from the defaults, the swept one (even where it equals a default) and the net
+        assert entry["hparams"]["model.loss.smoothness.weight"] in (pytest.approx(0.05), pytest.approx(0.1))
+        assert entry["hparams"]["model.net.reflectance._target_"] == "my_nets.DeepReflectance"
+        assert entry["hparams"]["model.width"] == 8
+        assert "train/smoothness" in entry["scalars"]
+
+
+@RunIf(clis=("pairlie-train",))
+def test_help_lists_the_model_groups_and_a_missing_config_dir_is_one_line(tmp_path):
+    page = run_cli("pairlie-train", "--help", cwd=tmp_path).stdout
+    assert "model           pairlie" in page and "model/net       pairlie" in page
+    assert "model.net.depth=4" in page and "model/optimizer adam | adamw | sgd" in page
+    result = run_cli("pairlie-train", "--config-dir", "nowhere", "model=deep_r", cwd=tmp_path)
+    assert result.returncode == 2 and "--config-dir" in result.stderr and "no such folder" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scale_lr_scales_an_optimiser_of_ones_choice(tiny_cfg):
+    from helpers import run_train
+
+    cfg = tiny_cfg(
+        "scale_lr=true",
+        "data.batch_size=2",
+        "logger=none",
+        "trainer.max_steps=1",
+        "model/optimizer=sgd",
+        "model.optimizer.lr=0.01",
+    )
+    seen = {}
+
+    class Spy(PairLIEModule):
+        pass
+
+    run_train(cfg)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    blob = torch.load(ckpt, weights_only=False)
+    seen["lr"] = blob["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert blob["hyper_parameters"]["optimizer"]["_target_"] == "torch.optim.SGD"
+    assert seen["lr"] == pytest.approx(0.02)

@@ -60,7 +60,11 @@ def _instantiate(spec: dict, key: str, *args):
         return instantiate(spec)(*args)
     except Exception as exc:  # a wrong argument for the user's class: Hydra wraps the TypeError
         reason = str(exc).splitlines()[-1].strip() or type(exc).__name__
-        raise ConfigError(f"{key}: {spec['_target_']} could not be built ({reason})") from None
+        group = key.replace(".", "/")
+        raise ConfigError(
+            f"{key}: {spec['_target_']} could not be built ({reason}); another class takes its own keys: choose it "
+            f"with {group}=NAME (a file {group}/NAME.yaml, ours or in your --config-dir)"
+        ) from None
 
 
 def nonfinite(tensors: list[Tensor]) -> Tensor:
