@@ -540,3 +540,13 @@ def test_scale_lr_scales_an_optimiser_of_ones_choice(tiny_cfg):
     seen["lr"] = blob["optimizer_states"][0]["param_groups"][0]["lr"]
     assert blob["hyper_parameters"]["optimizer"]["_target_"] == "torch.optim.SGD"
     assert seen["lr"] == pytest.approx(0.02)
+
+
+def test_a_term_dropped_and_no_scheduler_from_the_command_line():
+    from hydra.utils import instantiate
+
+    module = instantiate(
+        composed("model.width=4", "model.scheduler=false", "model.loss.retinex=null", hydra=False).model
+    )
+    assert [t.name for t in module.terms] == ["consistency", "fidelity"]
+    assert module.hparams.scheduler is None and isinstance(module.configure_optimizers(), torch.optim.Adam)
