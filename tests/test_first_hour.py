@@ -74,7 +74,7 @@ def test_every_experiment_and_data_preset_trains_its_published_settings(config):
         "repeats": cfg.data.repeats,
         "lr": cfg.model.optimizer.lr,
         "step_size": cfg.model.scheduler.step_size,
-        "factor": cfg.model.scheduler.factor,
+        "factor": cfg.model.scheduler.gamma,
         "batch": cfg.data.batch_size,
         "patch": cfg.data.patch_size,
     }

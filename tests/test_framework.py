@@ -550,3 +550,65 @@ def test_a_term_dropped_and_no_scheduler_from_the_command_line():
     )
     assert [t.name for t in module.terms] == ["consistency", "fidelity"]
     assert module.hparams.scheduler is None and isinstance(module.configure_optimizers(), torch.optim.Adam)
+
+
+class ThreeExposures(torch.utils.data.Dataset):
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        generator = torch.Generator().manual_seed(i)
+        scene = torch.rand(3, 16, 16, generator=generator)
+        return scene * 0.2, scene * 0.4, scene * 0.6
+
+
+def reflectance_tv(step) -> torch.Tensor:
+    """A term of one's own: the paper's TV, on the reflectance of every exposure."""
+    from pairlie.losses import tv_loss
+
+    return sum(tv_loss(step.reflectance(k)) for k in range(len(step))) / len(step)
+
+
+def symmetric_loss(extra: dict | None = None) -> dict:
+    loss = {k: {"weight": w, "exposures": "all"} for k, w in {"consistency": 1, "retinex": 1, "fidelity": 500}.items()}
+    return {**loss, **(extra or {})}
+
+
+def test_under_fp16_autocast_every_net_runs_in_the_nets_precision_and_the_terms_in_fp32():
+    torch.manual_seed(0)
+    module = PairLIEModule(width=4, loss=symmetric_loss())
+    module.log = lambda *args, **kwargs: None
+    dtypes = []
+    module.net.illumination.register_forward_hook(lambda mod, args, out: dtypes.append(out.dtype))
+    images = ThreeExposures()[0]
+    images = tuple(im[None] for im in images)
+    reference = module.training_step(images, 0)
+    dtypes.clear()
+    with torch.autocast("cpu", dtype=torch.float16):
+        mixed = module.training_step(images, 0)
+    assert dtypes == [torch.float16] * 3  # L of the later exposures, computed when the terms ask, still under autocast
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, reference, rtol=2e-2, atol=0)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed"])
+def test_two_processes_train_a_user_net_on_three_exposures_in_step(tmp_path, precision):
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from test_cluster import RecordRank
+
+    torch.manual_seed(0)
+    smooth = {"smooth": {"_target_": f"{__name__}.reflectance_tv", "weight": 0.1}}
+    module = PairLIEModule(net={"_target_": f"{__name__}.ResidualNet", "width": 4}, loss=symmetric_loss(smooth))
+    initial = [p.detach().clone() for p in module.parameters()]
+    plugins = [MixedPrecision("16-mixed", "cpu")] if precision == "16-mixed" else None
+    fit = cpu_trainer(3, strategy="ddp_spawn", devices=2, plugins=plugins, callbacks=[RecordRank(tmp_path)])
+    fit.fit(module, torch.utils.data.DataLoader(ThreeExposures(), batch_size=1))
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == 3
+    moved = False
+    for a, b, c in zip(ranks[0]["params"], ranks[1]["params"], initial, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the ranks stayed in step
+        assert torch.isfinite(a).all()
+        moved = moved or not torch.equal(a, c)
+    assert moved or precision == "16-mixed"  # 16-mixed: the GradScaler's warm-up may skip the first steps
