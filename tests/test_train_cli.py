@@ -25,7 +25,7 @@ def test_every_experiment_composes(overrides, gamma, epochs):
     assert cfg.model.gamma == gamma and cfg.trainer.max_epochs == epochs
     assert cfg.model.optimizer.lr == 1e-4 and list(cfg.model.optimizer.betas) == [0.9, 0.999]
     assert dict(cfg.model.loss) == {"consistency": 1.0, "retinex": 1.0, "fidelity": 500.0}
-    assert cfg.model.scheduler.factor == 0.5
+    assert cfg.model.scheduler.gamma == 0.5
 
 
 def test_sice_experiment_is_the_published_schedule():
@@ -126,7 +126,7 @@ def test_console_script_trains_from_another_folder(tmp_path, scene_tree, paired_
     ("override", "message"),
     [
         ("model.gamma=abc", "error: model.gamma='abc': must be a number > 0"),
-        ("model.loss.fidelity=-1", "error: model.loss.fidelity must be a number >= 0"),
+        ("model.loss.fidelity=-1", "error: model.loss.fidelity: must be a number >= 0"),
         ("data.patch_size=4096", "smaller than data.patch_size=4096"),
         ("data.train_dir=/nonexistent/scenes", "error: data.train_dir=/nonexistent/scenes: folder does not exist"),
     ],
