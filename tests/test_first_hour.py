@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from helpers import REPO, RunIf, composed, make_paired_tree, make_scene_tree, run_cli, save_tiny_checkpoint
@@ -208,33 +209,55 @@ def test_enhanced_images_and_test_results_are_readable_by_the_group(tmp_path):
     assert all(stat.S_IMODE(p.stat().st_mode) & 0o060 == 0o060 for p in written if p.is_file())
 
 
-@RunIf(clis=("pairlie-train",))
-def test_training_ends_with_scores_folder_checkpoint_and_next_commands(tmp_path):
-    train, val = make_scene_tree(tmp_path / "train"), make_paired_tree(tmp_path / "val")
-    result = run_cli(
-        "pairlie-train",
-        f"data.train_dir={train}",
-        f"data.val_dir={val}",
-        "data.demo_root=null",
-        "data.patch_size=32",
-        "model.width=4",
-        "trainer.max_epochs=2",
-        cwd=tmp_path,
-    )
+@RunIf(clis=("pairlie-train", "pairlie-test"))
+def test_own_folders_as_typed_train_the_published_schedule_and_the_next_commands_score_them(tmp_path):
+    """``pairlie-train data.train_dir=mine/train data.val_dir=mine/val trainer.max_epochs=2`` from a fresh folder."""
+    make_scene_tree(tmp_path / "mine" / "train"), make_paired_tree(tmp_path / "mine" / "val")
+    args = ["data.train_dir=mine/train", "data.val_dir=mine/val", "trainer.max_epochs=2"]
+    result = run_cli("pairlie-train", *args, "data.patch_size=32", "model.width=4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     checkpoint = next((run_dir / "checkpoints").glob("epoch*.ckpt"))
     block = out[out.index("pairlie-train finished") :]
     assert "validation (2 images): input" in block and f"run folder:  {run_dir}" in block
-    assert f"pairlie-test ckpt_path={checkpoint}" in block and f"pairlie-enhance ckpt_path={checkpoint}" in block
+    test_line = f"pairlie-test ckpt_path={checkpoint} data.test_dir={tmp_path / 'mine' / 'val'}"
+    assert test_line in block and f"pairlie-enhance ckpt_path={checkpoint}" in block
     assert f"tensorboard --logdir {run_dir / 'tensorboard'}" in block
     log = (run_dir / "train.log").read_text()
     assert "validation (2 images): input" in log and log.count("pairlie-train finished") == 1
+    # not the demo's schedule (2 visits of each scene an epoch) nor its folders: the published one, said in one line
+    assert "schedule: 2 epoch(s) x 3 steps = 6 steps (3 scenes x 1 visit(s) an epoch, batch 1); data=default" in log
+    data = OmegaConf.load(run_dir / "config.yaml").data
+    assert (data.repeats, data.demo_root, data.test_dir) == (1, None, None)  # no demo set built, nor scored
     noise = ("💡", "GPU available: False", "TPU available", "Total FLOPs", "Seed set to", "val_means")
     assert not [n for n in noise if n in out + result.stderr]
     # output into a pipe, as under nohup or SLURM: progress as log lines (a bar would draw nothing), epochs from 1
-    assert "progress: epoch 2/2, step 12/12" in out and "progress: epoch 2/2" in log
+    assert "progress: epoch 2/2, step 6/6" in out and "progress: epoch 2/2" in log
+    # the printed next command, run as printed, scores the user's own validation pairs
+    scored = run_cli(*shlex.split(test_line), f"hydra.run.dir={tmp_path / 'scores'}", "noref=false", cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert f"pairlie-test: 2 images of {tmp_path / 'mine' / 'val'}" in scored.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "data"),
+    [
+        (["data.train_dir=mine/train", "data.val_dir=mine/val"], "default"),
+        (["-m", "data.train_dir=a,b"], "default"),
+        (["data=demo", "data.train_dir=mine/train"], "demo"),  # chosen by name: kept
+        (["experiment=sice", "data.train_dir=mine/train"], "sice"),
+        (["data.val_dir=mine/val"], "demo"),  # the demo's training set: the demo's schedule
+        ([], "demo"),
+    ],
+)
+def test_naming_your_own_training_folder_leaves_the_demo_preset(overrides, data):
+    from pairlie.runs import own_data
+
+    words = [o for o in own_data(overrides) if o != "-m"]
+    cfg = composed(*(w.split(",")[0] for w in words))
+    assert cfg.hydra.runtime.choices.data == data
+    assert (cfg.trainer.max_epochs, cfg.data.repeats) == ((4, 2) if data == "demo" else (400, 1))
 
 
 @RunIf(clis=("pairlie-train",))
