@@ -101,6 +101,11 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _prose(text: str) -> str:
+    """A comment as table text: pipes escaped, and ``<seq>`` shown rather than read as an HTML tag."""
+    return _cell(text).replace("<", "&lt;")
+
+
 def _comments(files: list[tuple[str, str]]) -> dict[str, str]:
     found: dict[str, str] = dict(MEANINGS)
     for file, prefix in files:
@@ -125,7 +130,7 @@ def cli_section(cli: str, config: str, files: list[tuple[str, str]]) -> list[str
     comments = _comments(files)
     lines = [f"## `{cli}`", "", "| key | default | meaning |", "|---|---|---|"]
     for key in leaf_keys(cfg):
-        lines.append(f"| `{key}` | `{_cell(_value(cfg, key))}` | {_cell(_meaning(cfg, key, comments))} |")
+        lines.append(f"| `{key}` | `{_cell(_value(cfg, key))}` | {_prose(_meaning(cfg, key, comments))} |")
     return [*lines, ""]
 
 
@@ -163,7 +168,7 @@ def hydra_section() -> list[str]:
     ]
     for file, prefix in (("hydra/default.yaml", "hydra."), ("hydra/launcher/slurm.yaml", "hydra.launcher.")):
         for key, (value, comment) in yaml_comments(file, prefix).items():
-            lines.append(f"| `{key}` | `{_cell(value)}` | {_cell(comment)} |")
+            lines.append(f"| `{key}` | `{_cell(value)}` | {_prose(comment)} |")
     return [*lines, ""]
 
 
@@ -185,7 +190,7 @@ def group_section() -> list[str]:
             prefix = "" if "@package _global_" in text else f"{group}."
             sets = [f"`{k}={_cell(v)}`" for k, v in _flat(raw, prefix)]
             sets += [_included(group, d) for d in defaults if d not in ("default", "_self_")]
-            lines.append(f"| `{group}={choice}` | {_cell(_description(text))} | {'<br>'.join(sets) or '(nothing)'} |")
+            lines.append(f"| `{group}={choice}` | {_prose(_description(text))} | {'<br>'.join(sets) or '(nothing)'} |")
         lines.append("")
     return lines
 

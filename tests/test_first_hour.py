@@ -12,7 +12,17 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from helpers import REPO, RunIf, composed, make_paired_tree, make_scene_tree, run_cli, save_tiny_checkpoint
+from helpers import (
+    DOC_FILES,
+    REPO,
+    RunIf,
+    composed,
+    documented_commands,
+    make_paired_tree,
+    make_scene_tree,
+    run_cli,
+    save_tiny_checkpoint,
+)
 from pairlie.cli import enhance as enhance_cli
 from pairlie.cli import export as export_cli
 from pairlie.cli import test as test_cli
@@ -37,26 +47,22 @@ PUBLISHED = {"max_epochs": 400, "repeats": 1, "lr": 1e-4, "step_size": 100, "fac
 GAMMA = {"lol": 0.14, "sice": 0.2}  # the authors' per data set; every other preset enhances with 0.2
 
 
-def readme_commands() -> list[list[str]]:
-    """Every pairlie-* command line in the README's bash blocks, split as a shell would (comments dropped)."""
-    text = (REPO / "README.md").read_text()
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.splitlines():
-            words = shlex.split(line, comments=True)
-            if words and words[0] in SPECS:
-                commands.append(words)
-    return commands
+def pairlie_commands(files=DOC_FILES) -> list[tuple[str, list[str]]]:
+    """``(file, words)`` of every pairlie-* command line in the bash blocks of the README and docs/*.md."""
+    return [(name, words) for name, words in documented_commands(files) if words[0] in SPECS]
 
 
-def test_the_readme_has_commands_for_every_cli():
-    assert {words[0] for words in readme_commands()} == set(SPECS)
-    assert sum(1 for words in readme_commands() if "-m" in words) >= 4  # the sweeps are among them
+def test_the_readme_and_the_docs_have_commands_for_every_cli():
+    assert {words[0] for _, words in pairlie_commands([REPO / "README.md"])} == set(SPECS)
+    assert {words[0] for _, words in pairlie_commands()} == set(SPECS)
+    assert sum(1 for _, words in pairlie_commands() if "-m" in words) >= 4  # the sweeps are among them
 
 
-@pytest.mark.parametrize("words", readme_commands(), ids=lambda words: " ".join(words)[:80])
-def test_every_readme_command_composes_as_written(words, monkeypatch, tmp_path):
-    """Each README command passes the same checks (keys, groups, plugins, required keys) the CLI makes first."""
+@pytest.mark.parametrize(
+    ("file", "words"), pairlie_commands(), ids=lambda x: x if isinstance(x, str) else " ".join(x)[:80]
+)
+def test_every_documented_command_composes_as_written(file, words, monkeypatch, tmp_path):
+    """Each command of the README and the docs passes the checks (keys, groups, plugins, required keys) the CLI makes first."""
     monkeypatch.chdir(tmp_path)
     argv = [w.replace("<time>", "2026-01-01_00-00-00") for w in words[1:]]
     check(argv, SPECS[words[0]])
