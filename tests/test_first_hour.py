@@ -6,6 +6,7 @@ import shlex
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -355,3 +356,17 @@ def test_the_enhancer_says_what_it_is(sharp_net):
         == "Enhancer(gamma=0.14, device='cpu', dtype=float32, streamed rows, conv='direct', width=8)"
     )
     assert "64 px tiles" in repr(Enhancer(sharp_net, tile=64))
+
+
+@pytest.mark.parametrize(
+    ("test_dir", "expected"),
+    [
+        ("/home/me/demo/val", "pairlie-test ckpt_path=x.ckpt"),  # the demo's pairs: pairlie-test's own default
+        ("mine/val", f"pairlie-test ckpt_path=x.ckpt data.test_dir={Path('mine/val').resolve()}"),
+        (None, "pairlie-test ckpt_path=x.ckpt data.test_dir=PAIRS"),  # no folder known: never the demo silently
+    ],
+)
+def test_the_printed_test_command_scores_what_the_run_validated_on(test_dir, expected):
+    from pairlie.runs import test_command
+
+    assert test_command("x.ckpt", test_dir, "/home/me/demo") == expected

@@ -1,8 +1,8 @@
 """Collapsed outputs: enhanced images with no texture left, what a PairLIE model gives before it has learnt much.
 
 Early in training (a few dozen steps) L, R and so ``L**gamma * R`` can come out constant: a flat grey
-image. Its PSNR against a mid-grey reference is not low (13.83 dB on the demo set), so the scores
-alone look like progress; the validation says so instead.
+image. Its PSNR can sit well above the unenhanced input's, and runs that collapsed tie at one
+value, so the scores alone look like progress; the validation says so instead.
 """
 
 from __future__ import annotations

@@ -220,10 +220,16 @@ def schedule_line(cfg: DictConfig, scenes: int, preset: str | None) -> str:
 
 
 def test_command(checkpoint: str, test_dir: str | None, demo_dir: str | None) -> str:
-    """The ``pairlie-test`` line that scores ``checkpoint`` on the data it was validated on."""
+    """The ``pairlie-test`` line that scores ``checkpoint`` on the data it was validated on.
+
+    ``test_dir`` None (a run without validation or test folder): a placeholder to fill in, since
+    ``pairlie-test`` alone would score the demo set.
+    """
     command = f"pairlie-test ckpt_path={checkpoint}"
     demo_val = str(Path(demo_dir) / "val") if demo_dir else None
-    if test_dir and str(test_dir) != demo_val:  # pairlie-test's own default is the demo's pairs
+    if not test_dir and demo_dir:
+        command += " data.test_dir=PAIRS"
+    elif str(test_dir) != demo_val:  # pairlie-test's own default is the demo's pairs
         command += f" data.test_dir={Path(test_dir).expanduser().resolve()}"
     return command
 
@@ -239,7 +245,8 @@ def summary_lines(
     """The end-of-run block: scores, run folder, checkpoint, and the commands to look, test and enhance next.
 
     ``test_dir`` is what the printed ``pairlie-test`` line scores (the run's test, else validation
-    folder); it is left out where it is the demo's, ``pairlie-test``'s default.
+    folder); it is left out where it is the demo's, ``pairlie-test``'s default, and ``demo_dir`` None
+    with ``test_dir`` None (a caller that knows neither) prints the plain command.
     """
     lines = ["", "pairlie-train finished"]
     if "val/psnr" in metrics:

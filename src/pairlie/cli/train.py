@@ -68,7 +68,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Check and load every file now, so bad data stops the run before the trainer starts.
     datamodule.prepare_data()
     datamodule.setup("fit")
-    log.info(schedule_line(cfg, len(datamodule.train_set.scenes), HydraConfig.get().runtime.choices.get("data")))
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    log.info(schedule_line(cfg, len(datamodule.train_set.scenes), choices.get("data")))
     if datamodule.val_set is None and cfg.get("callbacks") and cfg.callbacks.get("model_checkpoint"):
         log.warning("data.val_dir is not set: no validation, no best checkpoint; keeping last.ckpt")
         with open_dict(cfg):
