@@ -1,4 +1,4 @@
-# The two commands of the README's quick start, and what they share.
+# The README's install, quick start and development commands, and what they share.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
