@@ -259,6 +259,7 @@ def test_own_folders_as_typed_train_the_published_schedule_and_the_next_commands
     ],
 )
 def test_naming_your_own_training_folder_leaves_the_demo_preset(overrides, data):
+    """Composed from what ``pairlie-train`` passes on to Hydra (the sweep's first value)."""
     from pairlie.runs import own_data
 
     words = [o for o in own_data(overrides) if o != "-m"]
@@ -370,3 +371,10 @@ def test_the_printed_test_command_scores_what_the_run_validated_on(test_dir, exp
     from pairlie.runs import test_command
 
     assert test_command("x.ckpt", test_dir, "/home/me/demo") == expected
+
+
+def test_the_added_data_choice_keeps_hydra_s_flags_before_the_overrides():
+    from pairlie.runs import own_data
+
+    argv = ["-m", "model.loss.fidelity=100,500", "data.train_dir=a", "--cfg", "job"]
+    assert own_data(argv) == ["-m", "data=default", "model.loss.fidelity=100,500", "data.train_dir=a", "--cfg", "job"]

@@ -188,15 +188,17 @@ def in_submitit_job() -> bool:
 
 
 def own_data(overrides: list[str]) -> list[str]:
-    """``overrides`` with ``data=default`` in front when they name ``data.train_dir`` but no data preset or experiment.
+    """The command line with ``data=default`` added when it names ``data.train_dir`` but no data preset or experiment.
 
     The default preset is the demo set, whose short schedule (configs/schedule/demo.yaml) and test
     folder belong to the demo: someone naming their own folders means the published schedule and
     their own validation pairs, which ``data=default`` gives.
     """
-    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
-    if "data.train_dir" in keys and not {"data", "experiment"} & set(keys):
-        return ["data=default", *overrides]
+    given = [a for a in overrides if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    keys = {o.lstrip("+~").split("=", 1)[0] for o in given}
+    if "data.train_dir" in keys and not {"data", "experiment"} & keys:
+        first = overrides.index(given[0])  # in front of the others: Hydra's flags (-m, --cfg job) stay before them
+        return [*overrides[:first], "data=default", *overrides[first:]]
     return overrides
 
 
