@@ -378,3 +378,28 @@ def test_the_added_data_choice_keeps_hydra_s_flags_before_the_overrides():
 
     argv = ["-m", "model.loss.fidelity=100,500", "data.train_dir=a", "--cfg", "job"]
     assert own_data(argv) == ["-m", "data=default", "model.loss.fidelity=100,500", "data.train_dir=a", "--cfg", "job"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            [],
+            "schedule: 4 epoch(s) x 82 steps = 328 steps (41 scenes x 2 visit(s) an epoch, batch 1); data=demo: the demo",
+        ),
+        (
+            ["data=sice"],
+            "schedule: 400 epoch(s) x 179 steps = 71600 steps (179 scenes x 1 visit(s) an epoch, batch 1); data=sice: the published schedule",
+        ),
+        (["data=sice", "trainer.max_steps=50"], "schedule: up to 50 steps (trainer.max_steps) (179 scenes"),
+    ],
+)
+def test_the_schedule_line_says_what_trains_and_where_it_comes_from(overrides, expected):
+    from pairlie.runs import schedule_line
+
+    cfg = composed(*overrides, hydra=False)
+    scenes = 41 if not overrides else 179  # the demo set's scenes; SICE-train's
+    line = schedule_line(cfg, scenes, "sice" if overrides else "demo")
+    assert line.startswith(expected) and line.endswith(
+        "unless trainer.max_epochs=N or trainer.max_steps=N says otherwise"
+    )
