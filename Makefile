@@ -1,12 +1,12 @@
-# The two commands of the README's quick start, and what they share.
+# The README's install, quick start and development commands, and what they share.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
 $(BIN)/pairlie-train:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet "torch==2.13.0"   # the CPU build; see README for GPUs
-	$(BIN)/pip install --quiet -e ".[dev,sweep,export]"
+	$(BIN)/pip install --quiet "torch==2.13.0"   # the CPU build; GPUs: docs/getting-started.md
+	$(BIN)/pip install --quiet -e ".[dev,sweep,export,docs]"
 
 setup: $(BIN)/pairlie-train
 
@@ -19,8 +19,11 @@ test: setup
 test-fast: setup   # the edit-run loop: skips the minutes-long real-data tests
 	$(BIN)/python -m pytest -q -m "not slow"
 
+docs: setup   # the documentation site in site/ (mkdocs serve: live while editing)
+	$(BIN)/mkdocs build --strict
+
 lint: setup
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 
-.PHONY: setup demo test test-fast lint
+.PHONY: setup demo test test-fast docs lint

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -30,6 +32,32 @@ SWEEP_PLUGINS = {
     "submitit": "hydra_plugins.hydra_submitit_launcher",
     "optuna": "hydra_plugins.hydra_optuna_sweeper",
 }
+
+
+# the user documentation whose command blocks are checked: the README and the site's pages
+DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def code_blocks(path: Path, language: str) -> list[str]:
+    """The text of every fenced ```language block of a Markdown file."""
+    return re.findall(rf"```{language}\n(.*?)```", path.read_text(), flags=re.S)
+
+
+def documented_commands(files: list[Path] = DOC_FILES) -> list[tuple[str, list[str]]]:
+    """``(file name, words)`` of every line of the files' ```bash blocks, split as a shell would (comments dropped).
+
+    A leading ``srun`` (a SLURM launch of the command that follows) is dropped: the command is what is checked.
+    """
+    commands = []
+    for path in files:
+        for block in code_blocks(path, "bash"):
+            for line in block.splitlines():
+                words = shlex.split(line, comments=True)
+                if words[:1] == ["srun"]:
+                    words = words[1:]
+                if words:
+                    commands.append((path.name, words))
+    return commands
 
 
 def cli(name: str) -> str | None:

@@ -6,12 +6,24 @@ import shlex
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
-from helpers import REPO, RunIf, composed, make_paired_tree, make_scene_tree, run_cli, save_tiny_checkpoint
+from helpers import (
+    DOC_FILES,
+    REPO,
+    RunIf,
+    composed,
+    documented_commands,
+    make_paired_tree,
+    make_scene_tree,
+    run_cli,
+    save_tiny_checkpoint,
+)
 from pairlie.cli import enhance as enhance_cli
 from pairlie.cli import export as export_cli
 from pairlie.cli import test as test_cli
@@ -36,26 +48,22 @@ PUBLISHED = {"max_epochs": 400, "repeats": 1, "lr": 1e-4, "step_size": 100, "fac
 GAMMA = {"lol": 0.14, "sice": 0.2}  # the authors' per data set; every other preset enhances with 0.2
 
 
-def readme_commands() -> list[list[str]]:
-    """Every pairlie-* command line in the README's bash blocks, split as a shell would (comments dropped)."""
-    text = (REPO / "README.md").read_text()
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.splitlines():
-            words = shlex.split(line, comments=True)
-            if words and words[0] in SPECS:
-                commands.append(words)
-    return commands
+def pairlie_commands(files=DOC_FILES) -> list[tuple[str, list[str]]]:
+    """``(file, words)`` of every pairlie-* command line in the bash blocks of the README and docs/*.md."""
+    return [(name, words) for name, words in documented_commands(files) if words[0] in SPECS]
 
 
-def test_the_readme_has_commands_for_every_cli():
-    assert {words[0] for words in readme_commands()} == set(SPECS)
-    assert sum(1 for words in readme_commands() if "-m" in words) >= 4  # the sweeps are among them
+def test_the_readme_and_the_docs_have_commands_for_every_cli():
+    assert {words[0] for _, words in pairlie_commands([REPO / "README.md"])} == set(SPECS)
+    assert {words[0] for _, words in pairlie_commands()} == set(SPECS)
+    assert sum(1 for _, words in pairlie_commands() if "-m" in words) >= 4  # the sweeps are among them
 
 
-@pytest.mark.parametrize("words", readme_commands(), ids=lambda words: " ".join(words)[:80])
-def test_every_readme_command_composes_as_written(words, monkeypatch, tmp_path):
-    """Each README command passes the same checks (keys, groups, plugins, required keys) the CLI makes first."""
+@pytest.mark.parametrize(
+    ("file", "words"), pairlie_commands(), ids=lambda x: x if isinstance(x, str) else " ".join(x)[:80]
+)
+def test_every_documented_command_composes_as_written(file, words, monkeypatch, tmp_path):
+    """Each command of the README and the docs passes the checks (keys, groups, plugins, required keys) the CLI makes first."""
     monkeypatch.chdir(tmp_path)
     argv = [w.replace("<time>", "2026-01-01_00-00-00") for w in words[1:]]
     check(argv, SPECS[words[0]])
@@ -208,33 +216,56 @@ def test_enhanced_images_and_test_results_are_readable_by_the_group(tmp_path):
     assert all(stat.S_IMODE(p.stat().st_mode) & 0o060 == 0o060 for p in written if p.is_file())
 
 
-@RunIf(clis=("pairlie-train",))
-def test_training_ends_with_scores_folder_checkpoint_and_next_commands(tmp_path):
-    train, val = make_scene_tree(tmp_path / "train"), make_paired_tree(tmp_path / "val")
-    result = run_cli(
-        "pairlie-train",
-        f"data.train_dir={train}",
-        f"data.val_dir={val}",
-        "data.demo_root=null",
-        "data.patch_size=32",
-        "model.width=4",
-        "trainer.max_epochs=2",
-        cwd=tmp_path,
-    )
+@RunIf(clis=("pairlie-train", "pairlie-test"))
+def test_own_folders_as_typed_train_the_published_schedule_and_the_next_commands_score_them(tmp_path):
+    """``pairlie-train data.train_dir=mine/train data.val_dir=mine/val trainer.max_epochs=2`` from a fresh folder."""
+    make_scene_tree(tmp_path / "mine" / "train"), make_paired_tree(tmp_path / "mine" / "val")
+    args = ["data.train_dir=mine/train", "data.val_dir=mine/val", "trainer.max_epochs=2"]
+    result = run_cli("pairlie-train", *args, "data.patch_size=32", "model.width=4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     checkpoint = next((run_dir / "checkpoints").glob("epoch*.ckpt"))
     block = out[out.index("pairlie-train finished") :]
     assert "validation (2 images): input" in block and f"run folder:  {run_dir}" in block
-    assert f"pairlie-test ckpt_path={checkpoint}" in block and f"pairlie-enhance ckpt_path={checkpoint}" in block
+    test_line = f"pairlie-test ckpt_path={checkpoint} data.test_dir={tmp_path / 'mine' / 'val'}"
+    assert test_line in block and f"pairlie-enhance ckpt_path={checkpoint}" in block
     assert f"tensorboard --logdir {run_dir / 'tensorboard'}" in block
     log = (run_dir / "train.log").read_text()
     assert "validation (2 images): input" in log and log.count("pairlie-train finished") == 1
+    # not the demo's schedule (2 visits of each scene an epoch) nor its folders: the published one, said in one line
+    assert "schedule: 2 epoch(s) x 3 steps = 6 steps (3 scenes x 1 visit(s) an epoch, batch 1); data=default" in log
+    data = OmegaConf.load(run_dir / "config.yaml").data
+    assert (data.repeats, data.demo_root, data.test_dir) == (1, None, None)  # no demo set built, nor scored
     noise = ("💡", "GPU available: False", "TPU available", "Total FLOPs", "Seed set to", "val_means")
     assert not [n for n in noise if n in out + result.stderr]
     # output into a pipe, as under nohup or SLURM: progress as log lines (a bar would draw nothing), epochs from 1
-    assert "progress: epoch 2/2, step 12/12" in out and "progress: epoch 2/2" in log
+    assert "progress: epoch 2/2, step 6/6" in out and "progress: epoch 2/2" in log
+    # the printed next command, run as printed, scores the user's own validation pairs
+    scored = run_cli(*shlex.split(test_line), f"hydra.run.dir={tmp_path / 'scores'}", "noref=false", cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert f"pairlie-test: 2 images of {tmp_path / 'mine' / 'val'}" in scored.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "data"),
+    [
+        (["data.train_dir=mine/train", "data.val_dir=mine/val"], "default"),
+        (["-m", "data.train_dir=a,b"], "default"),
+        (["data=demo", "data.train_dir=mine/train"], "demo"),  # chosen by name: kept
+        (["experiment=sice", "data.train_dir=mine/train"], "sice"),
+        (["data.val_dir=mine/val"], "demo"),  # the demo's training set: the demo's schedule
+        ([], "demo"),
+    ],
+)
+def test_naming_your_own_training_folder_leaves_the_demo_preset(overrides, data):
+    """Composed from what ``pairlie-train`` passes on to Hydra (the sweep's first value)."""
+    from pairlie.runs import own_data
+
+    words = [o for o in own_data(overrides) if o != "-m"]
+    cfg = composed(*(w.split(",")[0] for w in words))
+    assert cfg.hydra.runtime.choices.data == data
+    assert (cfg.trainer.max_epochs, cfg.data.repeats) == ((4, 2) if data == "demo" else (400, 1))
 
 
 @RunIf(clis=("pairlie-train",))
@@ -326,3 +357,49 @@ def test_the_enhancer_says_what_it_is(sharp_net):
         == "Enhancer(gamma=0.14, device='cpu', dtype=float32, streamed rows, conv='direct', width=8)"
     )
     assert "64 px tiles" in repr(Enhancer(sharp_net, tile=64))
+
+
+@pytest.mark.parametrize(
+    ("test_dir", "expected"),
+    [
+        ("/home/me/demo/val", "pairlie-test ckpt_path=x.ckpt"),  # the demo's pairs: pairlie-test's own default
+        ("mine/val", f"pairlie-test ckpt_path=x.ckpt data.test_dir={Path('mine/val').resolve()}"),
+        (None, "pairlie-test ckpt_path=x.ckpt data.test_dir=PAIRS"),  # no folder known: never the demo silently
+    ],
+)
+def test_the_printed_test_command_scores_what_the_run_validated_on(test_dir, expected):
+    from pairlie.runs import test_command
+
+    assert test_command("x.ckpt", test_dir, "/home/me/demo") == expected
+
+
+def test_the_added_data_choice_keeps_hydra_s_flags_before_the_overrides():
+    from pairlie.runs import own_data
+
+    argv = ["-m", "model.loss.fidelity=100,500", "data.train_dir=a", "--cfg", "job"]
+    assert own_data(argv) == ["-m", "data=default", "model.loss.fidelity=100,500", "data.train_dir=a", "--cfg", "job"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            [],
+            "schedule: 4 epoch(s) x 82 steps = 328 steps (41 scenes x 2 visit(s) an epoch, batch 1); data=demo: the demo",
+        ),
+        (
+            ["data=sice"],
+            "schedule: 400 epoch(s) x 179 steps = 71600 steps (179 scenes x 1 visit(s) an epoch, batch 1); data=sice: the published schedule",
+        ),
+        (["data=sice", "trainer.max_steps=50"], "schedule: up to 50 steps (trainer.max_steps) (179 scenes"),
+    ],
+)
+def test_the_schedule_line_says_what_trains_and_where_it_comes_from(overrides, expected):
+    from pairlie.runs import schedule_line
+
+    cfg = composed(*overrides, hydra=False)
+    scenes = 41 if not overrides else 179  # the demo set's scenes; SICE-train's
+    line = schedule_line(cfg, scenes, "sice" if overrides else "demo")
+    assert line.startswith(expected) and line.endswith(
+        "unless trainer.max_epochs=N or trainer.max_steps=N says otherwise"
+    )

@@ -15,6 +15,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from pairlie import winograd
+from pairlie.collapse import is_flat
 from pairlie.errors import ConfigError, TrainingDiverged
 from pairlie.inference import Enhancer
 from pairlie.losses import Step, build_terms, weighted_terms
@@ -149,6 +150,7 @@ class PairLIEModule(L.LightningModule):
             logger=False,  # logged with the validation metrics in on_fit_start, for TensorBoard's HParams tab
         )
         self.val_means = torch.nn.ModuleDict({k: MeanMetric() for k in ("psnr", "ssim", "input_psnr", "input_ssim")})
+        self.val_means["flat"] = MeanMetric()  # pairlie.collapse: the fraction of flat outputs, val/flat
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         # FLOPs per pixel of a training step and of a validation forward: fixed by the nets (0 where unknown)
@@ -368,6 +370,7 @@ class PairLIEModule(L.LightningModule):
             input_psnr, input_ssim = self._input_scores[name]
             for key, value in (("psnr", psnr), ("ssim", ssim), ("input_psnr", input_psnr), ("input_ssim", input_ssim)):
                 self.val_means[key].update(value)
+            self.val_means["flat"].update(float(is_flat(enhanced[i])))  # a collapsed model (pairlie.collapse)
         # MeanMetric keeps (sum, count) and syncs them across ranks: the mean of all images, even when
         # ranks hold different numbers of them.
         for key, metric in self.val_means.items():

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pairlie.collapse import flat_note
 from pairlie.errors import ConfigError, DataError
 
 log = logging.getLogger("pairlie")
@@ -186,14 +187,78 @@ def in_submitit_job() -> bool:
     return bool(os.environ.get("SUBMITIT_EXECUTOR"))
 
 
-def summary_lines(metrics: dict[str, float], output_dir: Path, val_count: int, checkpoint: str | None) -> list[str]:
-    """The end-of-run block: scores, run folder, checkpoint, and the commands to look, test and enhance next."""
+def own_data(overrides: list[str]) -> list[str]:
+    """The command line with ``data=default`` added when it names ``data.train_dir`` but no data preset or experiment.
+
+    The default preset is the demo set, whose short schedule (configs/schedule/demo.yaml) and test
+    folder belong to the demo: someone naming their own folders means the published schedule and
+    their own validation pairs, which ``data=default`` gives.
+    """
+    given = [a for a in overrides if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    keys = {o.lstrip("+~").split("=", 1)[0] for o in given}
+    if "data.train_dir" in keys and not {"data", "experiment"} & keys:
+        first = overrides.index(given[0])  # in front of the others: Hydra's flags (-m, --cfg job) stay before them
+        return [*overrides[:first], "data=default", *overrides[first:]]
+    return overrides
+
+
+def schedule_line(cfg: DictConfig, scenes: int, preset: str | None) -> str:
+    """One line saying which schedule this run trains, where it comes from and how to choose another."""
+    repeats, batch = cfg.data.repeats, cfg.data.batch_size
+    epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
+    steps_per_epoch = -(-scenes * repeats // batch)
+    if max_steps and max_steps > 0:
+        length = f"up to {max_steps} steps (trainer.max_steps)"
+    else:
+        length = f"{epochs} epoch(s) x {steps_per_epoch} steps = {epochs * steps_per_epoch} steps"
+    if preset == "demo":
+        source = "data=demo: the demo set's short schedule (configs/schedule/demo.yaml); your own data.train_dir trains the published one"
+    else:
+        source = f"data={preset}: the published schedule"
+    return (
+        f"schedule: {length} ({scenes} scenes x {repeats} visit(s) an epoch, batch {batch}); {source}, "
+        "unless trainer.max_epochs=N or trainer.max_steps=N says otherwise"
+    )
+
+
+def test_command(checkpoint: str, test_dir: str | None, demo_dir: str | None) -> str:
+    """The ``pairlie-test`` line that scores ``checkpoint`` on the data it was validated on.
+
+    ``test_dir`` None (a run without validation or test folder): a placeholder to fill in, since
+    ``pairlie-test`` alone would score the demo set.
+    """
+    command = f"pairlie-test ckpt_path={checkpoint}"
+    demo_val = str(Path(demo_dir) / "val") if demo_dir else None
+    if not test_dir and demo_dir:
+        command += " data.test_dir=PAIRS"
+    elif str(test_dir) != demo_val:  # pairlie-test's own default is the demo's pairs
+        command += f" data.test_dir={Path(test_dir).expanduser().resolve()}"
+    return command
+
+
+def summary_lines(
+    metrics: dict[str, float],
+    output_dir: Path,
+    val_count: int,
+    checkpoint: str | None,
+    test_dir: str | None = None,
+    demo_dir: str | None = None,
+) -> list[str]:
+    """The end-of-run block: scores, run folder, checkpoint, and the commands to look, test and enhance next.
+
+    ``test_dir`` is what the printed ``pairlie-test`` line scores (the run's test, else validation
+    folder); it is left out where it is the demo's, ``pairlie-test``'s default, and ``demo_dir`` None
+    with ``test_dir`` None (a caller that knows neither) prints the plain command.
+    """
     lines = ["", "pairlie-train finished"]
     if "val/psnr" in metrics:
         lines.append(
             f"  validation ({val_count} images): input {metrics['val/input_psnr']:.2f} dB / SSIM "
             f"{metrics['val/input_ssim']:.4f}  ->  enhanced {metrics['val/psnr']:.2f} dB / SSIM {metrics['val/ssim']:.4f}"
         )
+    note = flat_note(metrics)
+    if note:
+        lines.append(f"  warning: {note}")
     last = output_dir / "checkpoints" / "last.ckpt"
     if not checkpoint and last.is_file():  # stopped before a validation chose a best one
         checkpoint = str(last)
@@ -204,6 +269,6 @@ def summary_lines(metrics: dict[str, float], output_dir: Path, val_count: int, c
     if (output_dir / "tensorboard").is_dir():
         lines.append(f"  tensorboard --logdir {output_dir / 'tensorboard'}")
     if checkpoint:
-        lines.append(f"  pairlie-test ckpt_path={checkpoint}")
+        lines.append(f"  {test_command(checkpoint, test_dir, demo_dir)}")
         lines.append(f"  pairlie-enhance ckpt_path={checkpoint} input=PHOTOS output=OUT")
     return lines

@@ -9,6 +9,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from pairlie.collapse import FLAT_METRIC
+
 RESULT_FILE = "val_metrics.json"
 
 
@@ -36,8 +38,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'job':>4}  {'val PSNR':>9}  {'val SSIM':>8}  swept overrides"]
     for r in rows:
         psnr, ssim = r.get("val/psnr"), r.get("val/ssim")
+        # a collapsed job's score (flat grey outputs) ties with others' and means nothing: say so
+        flat = "  (outputs constant)" if (r.get(FLAT_METRIC) or 0) >= 0.5 else ""
         lines.append(
-            f"{r['job']:>4}  {psnr if psnr is None else f'{psnr:9.3f}'}  {ssim if ssim is None else f'{ssim:8.4f}'}  {r['swept']}"
+            f"{r['job']:>4}  {psnr if psnr is None else f'{psnr:9.3f}'}  {ssim if ssim is None else f'{ssim:8.4f}'}  {r['swept']}{flat}"
         )
     return "\n".join(lines)
 

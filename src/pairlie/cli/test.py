@@ -54,7 +54,7 @@ def test(cfg: DictConfig) -> dict:
         "scored": "saved files" if cfg.score_saved else "in-memory images",
         "jpeg_quality": cfg.jpeg_quality,
         "lpips_skipped": reason,
-        "conv": enhancer.conv,  # winograd or direct: equal to float rounding, the scores to 0.001 dB (README)
+        "conv": enhancer.conv,  # winograd or direct: equal to float rounding, the scores to 0.001 dB (docs/enhancing.md)
     }
     metrics = write_results(result, out_dir, meta)
     report = write_report(result, metrics, out_dir)

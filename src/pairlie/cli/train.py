@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pairlie.callbacks import ProgressLines, quiet_lightning
 from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, log, run_cli, run_reporting_errors
 from pairlie.cli.preflight import CliSpec
+from pairlie.collapse import FlatOutputWarning
 from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
 from pairlie.runs import (
@@ -30,8 +31,10 @@ from pairlie.runs import (
     check_val_fraction,
     check_writable,
     in_submitit_job,
+    own_data,
     resolve_resume,
     saved_schedule,
+    schedule_line,
     summary_lines,
 )
 from pairlie.sweep import RESULT_FILE
@@ -135,13 +138,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Check and load every file now, so bad data stops the run before the trainer starts.
     datamodule.prepare_data()
     datamodule.setup("fit")
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    log.info(schedule_line(cfg, len(datamodule.train_set.scenes), choices.get("data")))
     if datamodule.val_set is None and cfg.get("callbacks") and cfg.callbacks.get("model_checkpoint"):
         log.warning("data.val_dir is not set: no validation, no best checkpoint; keeping last.ckpt")
         with open_dict(cfg):
             cfg.callbacks.model_checkpoint = None
 
     loggers = instantiate_group(cfg.get("logger"))
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = instantiate_group(cfg.get("callbacks")) + [FlatOutputWarning()]
     if not loggers:  # Lightning refuses a learning-rate monitor with nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer_args = {}
@@ -197,16 +202,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.validate(model, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if trainer.is_global_zero:
-        report(trainer, metrics, output_dir, len(datamodule.val_set) if datamodule.val_set is not None else 0)
+        val_count = len(datamodule.val_set) if datamodule.val_set is not None else 0
+        report(trainer, metrics, output_dir, val_count, cfg.data.get("test_dir") or cfg.data.get("val_dir"), cfg)
     return metrics
 
 
-def report(trainer: L.Trainer, metrics: dict[str, float], output_dir: Path, val_count: int) -> None:
+def report(
+    trainer: L.Trainer, metrics: dict[str, float], output_dir: Path, val_count: int, test_dir, cfg: DictConfig
+) -> None:
     """Rank 0: write val_metrics.json (read by sweep summaries); print and log the end-of-run block."""
     write_atomic(output_dir / RESULT_FILE, json.dumps(metrics, indent=2) + "\n")
     callback = trainer.checkpoint_callback
     checkpoint = (callback.best_model_path or callback.last_model_path) if callback is not None else None
-    lines = summary_lines(metrics, output_dir, val_count, checkpoint)
+    demo_dir = OmegaConf.select(cfg, "paths.demo_dir", default=None)
+    lines = summary_lines(metrics, output_dir, val_count, checkpoint, test_dir, demo_dir)
     print("\n".join(lines), flush=True)
     # into train.log too, but not a second time onto the terminal
     for handler in logging.getLogger().handlers:
@@ -266,6 +275,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Entry point of ``pairlie-train``."""
+    # your own data.train_dir without a data preset: data=default (the published schedule), not the demo's
+    sys.argv[1:] = own_data(sys.argv[1:])
     run_cli(SPEC, hydra_main)
 
 
