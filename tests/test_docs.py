@@ -151,6 +151,8 @@ def check_command(words: list[str]) -> None:
     elif head == "export":
         names = {w.split("=")[0] for w in words[1:]}
         assert names <= _environment_names(), f"pairlie reads no {names - _environment_names()}"
+    elif head == "cd":  # into a copy of an example folder, as the docs say to make one
+        assert len(words) == 2 and (REPO / "examples" / words[1]).is_dir(), f"no example folder {words[1:]}"
     elif head in ("mkdocs", "tensorboard"):
         assert importlib.util.find_spec("mkdocs" if head == "mkdocs" else "tensorboard") is not None
     else:

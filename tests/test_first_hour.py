@@ -66,7 +66,22 @@ def test_every_documented_command_composes_as_written(file, words, monkeypatch, 
     """Each command of the README and the docs passes the checks (keys, groups, plugins, required keys) the CLI makes first."""
     monkeypatch.chdir(tmp_path)
     argv = [w.replace("<time>", "2026-01-01_00-00-00") for w in words[1:]]
+    if "--config-dir" in argv:  # the docs run it in a copy of the example folder they cd into
+        home = example_home(argv)
+        monkeypatch.chdir(home)
+        monkeypatch.syspath_prepend(str(home))  # as the console scripts put the working folder first
     check(argv, SPECS[words[0]])
+
+
+def example_home(argv: list[str]) -> Path:
+    """The example folder whose config folder holds every group choice a ``--config-dir`` command makes."""
+    folder = argv[argv.index("--config-dir") + 1]
+    choices = [a.split("=", 1) for a in argv if "=" in a and "." not in a.split("=", 1)[0] and not a.startswith("-")]
+    for home in sorted((REPO / "examples").iterdir()):
+        if choices and all((home / folder / group / f"{choice}.yaml").is_file() for group, choice in choices
+                           if (home / folder / group).is_dir()) and any((home / folder / g).is_dir() for g, _ in choices):  # fmt: skip
+            return home
+    raise AssertionError(f"no example folder holds the config groups of {argv}")
 
 
 @pytest.mark.parametrize("config", sorted(group_options("experiment")) + [f"data={d}" for d in group_options("data")])

@@ -326,7 +326,7 @@ def help_page(spec: CliSpec) -> str:
     lines += [
         "",
         "A multirun sweeps comma-separated values: -m key=a,b. Paths: see paths.log_dir (PAIRLIE_LOG_DIR).",
-        "--cfg job prints the composed config; --hydra-help is Hydra's own help. Docs: README.md.",
+        "--cfg job prints the composed config; --hydra-help is Hydra's own help. Docs: README.md and docs/ (the site).",
     ]
     return "\n".join(lines)
 
