@@ -214,20 +214,20 @@ def test_torchscript_runs_any_size_with_gamma_and_keeps_the_metadata(tmp_path, t
 
 
 def deploy_example() -> str:
-    """The python block of the README's "## Deploy" section."""
-    section = (REPO / "README.md").read_text().split("\n## Deploy", 1)[1].split("\n## ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    """The python block of the deploying page's "## Running the ONNX file" section."""
+    section = (REPO / "docs" / "deploying.md").read_text().split("\n## Running the ONNX file", 1)[1]
+    (code,) = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
     return code
 
 
-def test_the_readme_deploy_example_runs_as_written(tmp_path, monkeypatch):
+def test_the_docs_deploy_example_runs_as_written(tmp_path, monkeypatch):
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.ckpt", gamma=0.3)
     assert len(deploy_example().strip().splitlines()) <= 10
     export(ckpt, tmp_path / "pairlie.onnx", verify_on=False)
     photo = (np.random.default_rng(0).random((30, 41, 3)) * 80).astype(np.uint8)
     Image.fromarray(photo).save(tmp_path / "photo.png")
     monkeypatch.chdir(tmp_path)
-    exec(compile(deploy_example(), "README.md#deploy", "exec"), {})
+    exec(compile(deploy_example(), "docs/deploying.md#running-the-onnx-file", "exec"), {})
     result = np.asarray(Image.open(tmp_path / "photo_enhanced.png"))
     expected = Enhancer(load_net(ckpt)[0], gamma=0.3, device="cpu", conv="direct").enhance(photo)
     assert result.shape == (30, 41, 3) and np.abs(result.astype(int) - expected).max() <= 1

@@ -98,17 +98,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def contract(gamma: float, outputs: str) -> dict[str, str]:
+def contract(gamma: float, outputs: str, channels: int = 3) -> dict[str, str]:
     """The input/output contract written into the file's metadata."""
     described = {
-        "enhanced": "float32 N×3×H×W in [0, 1]: L**gamma * R",
+        "enhanced": f"float32 N×{channels}×H×W in [0, 1]: L**gamma * R",
         "illumination": "float32 N×1×H×W in [0, 1]: L",
-        "reflectance": "float32 N×3×H×W in [0, 1]: R",
-        "denoised": "float32 N×3×H×W in [0, 1]: X, the denoised input",
+        "reflectance": f"float32 N×{channels}×H×W in [0, 1]: R",
+        "denoised": f"float32 N×{channels}×H×W in [0, 1]: X, the denoised input",
     }
     return {
         "inputs": (
-            f"image: float32 N×3×H×W, RGB, channels first, values in [0, 1], any N, H, W >= {MIN_SIDE}; "
+            f"image: float32 N×{channels}×H×W, {'RGB, ' if channels == 3 else ''}channels first, values in [0, 1], "
+            f"any N, H, W >= {MIN_SIDE}; "
             f"gamma: float32 scalar, optional, default {gamma:g}"
         ),
         "outputs": "; ".join(f"{name}: {described[name]}" for name in OUTPUTS[outputs]),
@@ -303,7 +304,7 @@ def export(
         "net": describe(net).get("_target_", type(net).__name__),
         **({"width": str(net.width)} if isinstance(getattr(net, "width", None), int) else {}),
         **({"opset": str(opset)} if fmt == "onnx" else {"torch_version": torch.__version__}),
-        **contract(gamma, outputs),
+        **contract(gamma, outputs, input_channels(net) or 3),
     }
     if fmt == "onnx":
         data = to_onnx(net, gamma, opset, outputs, metadata)
