@@ -21,6 +21,7 @@ from pairlie.inference import Enhancer
 from pairlie.losses import LossWeights, pairlie_losses
 from pairlie.metrics import paper_scores
 from pairlie.nets import PairLIENet
+from pairlie.precision import PRECISIONS
 
 HP_PSNR, HP_SSIM = "hp/val_psnr", "hp/val_ssim"
 # the published optimiser and schedule, for PairLIEModule() from Python; configs/model/pairlie.yaml states the same
@@ -63,6 +64,7 @@ class PairLIEModule(L.LightningModule):
         nonfinite_patience: int = 10,
         compile: bool | str | None = None,
         conv: str = "direct",
+        val_precision: str = "fp32",
     ) -> None:
         super().__init__()
         if compile is True:
@@ -77,6 +79,8 @@ class PairLIEModule(L.LightningModule):
             )
         if not isinstance(gamma, (int, float)) or gamma <= 0:
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
+        if val_precision not in PRECISIONS:
+            raise ConfigError(f"model.val_precision={val_precision!r}: must be one of {', '.join(PRECISIONS)}")
         if not isinstance(width, int) or width < 1:
             raise ConfigError(f"model.width={width!r}: must be a positive integer (64 in the paper)")
         loss = _merged(asdict(LossWeights()), loss, "model.loss")  # the paper's weights live in LossWeights
@@ -102,6 +106,7 @@ class PairLIEModule(L.LightningModule):
                 "nonfinite_patience": nonfinite_patience,
                 "compile": compile or None,
                 "conv": conv,
+                "val_precision": val_precision,
             },
             logger=False,  # logged with the validation metrics in on_fit_start, for TensorBoard's HParams tab
         )
@@ -272,7 +277,12 @@ class PairLIEModule(L.LightningModule):
         self._batch_flops = low.shape[0] * low.shape[2] * low.shape[3] * self._flops_per_pixel[1]
         if self._enhancer is None:
             # pairlie-test's path: fp32 under any autocast, memory bounded by a band or tile on huge images
-            self._enhancer = Enhancer(self.net, self.hparams.gamma, device=str(self.device))
+            self._enhancer = Enhancer(
+                self.net,
+                self.hparams.gamma,
+                device=str(self.device),
+                precision=self.hparams.get("val_precision", "fp32"),  # a checkpoint from before it: fp32
+            )
         out = self._enhancer.decompose(low)
         illumination, reflectance, denoised, enhanced = out.illumination, out.reflectance, out.denoised, out.enhanced
         for i in range(low.shape[0]):

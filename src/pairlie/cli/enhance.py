@@ -40,6 +40,7 @@ def enhance(cfg: DictConfig) -> int:
         tile=cfg.tile,
         overlap=cfg.overlap,
         conv=cfg.conv,
+        precision=cfg.precision,
     )
     chosen: list[tuple[Path, float, float]] = []
     failures, notes = enhance_files(
