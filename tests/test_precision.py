@@ -6,6 +6,7 @@ conftest.py makes every test see an AVX2-only CPU; the tests here set the flags 
 import pytest
 import torch
 
+from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf
 from pairlie import precision
 from pairlie.errors import ConfigError
 from pairlie.inference import Enhancer
@@ -132,3 +133,25 @@ def test_validation_precision_is_checked_and_used(sharp_net):
     with pytest.raises(ConfigError, match=r"^model.val_precision='half': must be one of"):
         PairLIEModule(width=8, val_precision="half")
     assert PairLIEModule(width=8).hparams.val_precision == "fp32"
+
+
+def _scores(enhancer, folder, step):
+    from pairlie.evaluation import evaluate
+
+    pairs = [(low, folder / "high" / low.name) for low in sorted((folder / "low").iterdir())[::step]]
+    result = evaluate(enhancer, pairs, save_images=False, no_reference=False)  # pairlie-test's scoring
+    return result.mean("psnr"), result.mean("ssim"), len(pairs)
+
+
+@pytest.mark.slow
+@RunIf(shared=True)
+@pytest.mark.skipif(not precision.native_bf16(), reason="this CPU emulates bf16 (~50x slower); numerics tested above")
+@pytest.mark.parametrize(("folder", "gamma", "step", "count"), [("LOL-test", 0.14, 1, 15), ("SICE-test", 0.2, 10, 15)])
+def test_bf16_scores_within_0_01_db_and_0_002_ssim_of_fp32(folder, gamma, step, count):
+    """The official weights on all of LOL-test and every 10th SICE-test image (minutes on a 2-core CPU)."""
+    exact = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=gamma, device="cpu", conv="direct")
+    fast = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=gamma, device="cpu", precision="bf16")
+    psnr, ssim, n = _scores(exact, SHARED_DATA / folder, step)
+    psnr16, ssim16, _ = _scores(fast, SHARED_DATA / folder, step)
+    assert n == count and fast.dtype == torch.bfloat16
+    assert abs(psnr16 - psnr) <= 0.01 and abs(ssim16 - ssim) <= 0.002, (psnr, psnr16, ssim, ssim16)
