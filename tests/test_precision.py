@@ -47,6 +47,16 @@ def test_auto_is_fp32_without_native_bf16_and_bf16_with_it(monkeypatch):
     assert precision.resolve("auto", torch.device("cuda"), half=True) == "fp16"  # half=true's old meaning
 
 
+def test_gpus_take_fp16_and_bf16_by_name_and_int8_is_a_cpu_path():
+    cuda = torch.device("cuda")
+    assert precision.resolve("fp16", cuda) == "fp16" and precision.resolve("bf16", cuda) == "bf16"
+    assert precision.resolve("fp32", cuda) == "fp32"
+    with pytest.raises(ConfigError, match=r"^precision=int8 is a CPU path"):
+        precision.resolve("int8", cuda)
+    with pytest.raises(ConfigError, match=r"^precision=bf16 runs on a CPU or CUDA GPU, not mps"):
+        precision.resolve("bf16", torch.device("mps"))
+
+
 def test_the_enhancer_s_auto_runs_today_s_exact_path_without_native_bf16(sharp_net, monkeypatch):
     monkeypatch.setenv(precision.FLAGS_VARIABLE, AVX2)
     image = torch.rand(3, 37, 45)
