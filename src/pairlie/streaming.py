@@ -48,7 +48,7 @@ def conv_reflect(
     (:func:`winograd_pays`), the rings direct.
     """
     weight, bias = conv.weight, conv.bias
-    if x.dtype != weight.dtype:  # precision=bf16 keeps some layers in fp32 (pairlie.precision)
+    if x.dtype != weight.dtype:  # bf16 nets: the denoised X comes out of N in fp32 (_activate)
         x = x.to(weight.dtype)
     padding = (0 if rows_padded else 1, 1)
     if fast and winograd_pays(conv):
@@ -90,7 +90,7 @@ def _layers(net: ConvNet) -> list[tuple[torch.nn.Conv2d, bool]]:
 
 
 def _activate(y: Tensor, relu: bool) -> Tensor:
-    # the nets' outputs in fp32 whatever the convolutions ran in (bf16 would round them to 1/512)
+    # the nets' outputs in fp32 whatever the convolutions ran in (bf16 would round them to 8 bits)
     return torch.relu_(y) if relu else torch.sigmoid_(y.float())
 
 
