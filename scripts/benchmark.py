@@ -18,7 +18,8 @@ A column that cannot run here (a runtime not installed, the Winograd path not in
 left out with its reason under ``skipped``. The parent alternates the workers round by round, so
 slow phases of a noisy machine hit every column alike; every figure is a median over rounds after
 a warm-up; GPU timings synchronise. The training step is also timed as whole processes, start-up
-cancelled out: a 110-step run minus a 10-step run of the published loop and of ``pairlie-train``.
+cancelled out: a 110-step run minus a 10-step run of the published loop and of ``pairlie-train``
+(also with ``trainer.precision=bf16-mixed`` where the CPU has native bf16).
 ``contributions`` collects the speed-ups: what the exact path, Winograd, and the peers each give.
 """
 
@@ -52,13 +53,14 @@ from bench_columns import (
 from bench_common import Unavailable, pairlie_train, run_logged
 
 from pairlie.nets import PairLIENet
-from pairlie.precision import cpu_description
+from pairlie.precision import cpu_description, native_bf16
 
 # per pixel, as torch's FLOP counter counts them (tested): N, L, R forward; the useful training
 # work of a pair (N, L, R on im1 and N, R on im2, forward and backward), which both sides are
 # credited with although the published loop also computes the unused illumination of im2
 FORWARD_FLOP_PER_PX = PairLIENet(64).forward_flops(1)
 TRAIN_FLOP_PER_PX = PairLIENet(64).training_flops(1)
+BF16_MIXED = "pairlie_exact_bf16_mixed"  # pairlie-train trainer.precision=bf16-mixed (whole processes only)
 # (faster candidate, baseline): the speed-ups reported, time of the baseline / time of the candidate
 SPEEDUPS = [
     (EXACT, PUBLISHED),
@@ -72,6 +74,7 @@ SPEEDUPS = [
     (BF16, EXACT),
     (BF16, OPENVINO_DEFAULT),
     (OPENVINO_DEFAULT, EXACT),
+    (BF16_MIXED, EXACT),
 ]
 BIG = (3000, 4000)  # height, width of the full mode's largest image
 RSS_TARGET_MB = 1536
@@ -267,6 +270,11 @@ def process_training(args, skipped: dict[str, str]) -> dict:
     for kind, conv in ((EXACT, "direct"), (WINOGRAD, "winograd")):
         sides[kind] = [pairlie_train(), "experiment=sice", f"paths.data_dir={Path(args.data).resolve()}"]
         sides[kind] += ["data.val_dir=null", f"trainer.accelerator={accelerator}", f"model.conv={conv}"]
+
+    if accelerator == "gpu" or native_bf16():
+        sides[BF16_MIXED] = [*sides[EXACT], "trainer.precision=bf16-mixed"]
+    else:
+        skipped[BF16_MIXED] = "this CPU emulates bf16 (no avx512_bf16 or amx_bf16): ~50x slower than 32-true"
 
     def command(kind: str, steps: int, folder: Path) -> list[str]:
         if kind == PUBLISHED:
