@@ -9,8 +9,12 @@
   The process sets ``pairlie.speed.keep_freed_memory()`` as pairlie's CLIs do.
 - ``pairlie_winograd``: the same with ``conv="winograd"``; ``pairlie_exact_default_malloc``: the
   exact column without the allocator setting.
+- ``pairlie_bf16``: the Enhancer with ``precision="bf16"`` (inference only; refused where the CPU
+  emulates bf16, which would take an hour).
 - ``onnxruntime``, ``openvino``: the model as pairlie's exporter writes it (N, H, W dynamic,
-  reflection padding inside), exported when the worker starts, run on the CPU with torch's thread count.
+  reflection padding inside), exported when the worker starts, run on the CPU with torch's thread count;
+  ``openvino`` in fp32, ``openvino_default`` in OpenVINO's default precision (bf16 where the CPU has it):
+  what a user who exports pairlie's model gets.
 
 A column that cannot run here raises :class:`bench_common.Unavailable` when its worker starts.
 """
@@ -30,13 +34,16 @@ import torch
 from bench_common import Unavailable
 
 from pairlie.nets import PairLIENet
+from pairlie.precision import native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 PATCH = 128
 GAMMA = 0.2
 PUBLISHED, EXACT, WINOGRAD = "published", "pairlie_exact", "pairlie_winograd"
 ORT, OPENVINO, DEFAULT_MALLOC = "onnxruntime", "openvino", "pairlie_exact_default_malloc"
-PAIRLIE_CONV = {EXACT: "direct", WINOGRAD: "winograd", DEFAULT_MALLOC: "direct"}
+BF16, OPENVINO_DEFAULT = "pairlie_bf16", "openvino_default"
+PAIRLIE_CONV = {EXACT: "direct", WINOGRAD: "winograd", DEFAULT_MALLOC: "direct", BF16: "direct"}
+PAIRLIE_PRECISION = {BF16: "bf16"}  # the others: fp32
 BENCH_EXTRA = 'pip install "pairlie[bench]"'
 
 
@@ -108,6 +115,27 @@ class Side:
         if keep:
             out["image"] = quantize(self.enhance(image))
         return out
+
+    def quality(self) -> dict:
+        """Mean PSNR/SSIM (the paper's protocol) of this column's output on all of LOL-test, at the columns' γ.
+
+        γ 0.2, not LOL's 0.14: OpenVINO folds the exported model's default γ into its graph.
+        """
+        from pairlie.images import read_rgb, to_tensor, to_uint8
+        from pairlie.metrics import paper_scores
+
+        scores = [
+            paper_scores(self.enhance(to_tensor(read_rgb(low)[0])), to_uint8(read_rgb(high)[0]))
+            for low, high in (
+                (low, low.parent.parent / "high" / low.name)
+                for low in sorted((self.data_dir / "LOL-test" / "low").glob("*.png"))
+            )
+        ]
+        return {
+            "psnr": float(np.mean([s[0] for s in scores])),
+            "ssim": float(np.mean([s[1] for s in scores])),
+            "count": len(scores),
+        }
 
     def folder(self, count: int) -> float:
         """Images/s: decode, enhance, write a PNG, for the first ``count`` LOL-test photos."""
@@ -212,11 +240,16 @@ class Pairlie(Side):
 
             keep_freed_memory()
         self.conv = PAIRLIE_CONV[self.kind]
-        self.enhancer = Enhancer(official_net(), gamma=GAMMA, device=str(self.device), conv=self.conv)
+        precision = PAIRLIE_PRECISION.get(self.kind, "fp32")
+        if precision == "bf16" and self.device.type == "cpu" and not native_bf16():
+            raise Unavailable("this CPU emulates bf16 (no avx512_bf16 or amx_bf16): ~50x slower than fp32")
+        self.enhancer = Enhancer(
+            official_net(), gamma=GAMMA, device=str(self.device), conv=self.conv, precision=precision
+        )
         resolved = self.enhancer.conv
         if resolved != self.conv:
             raise Unavailable(f"Enhancer(conv={self.conv!r}) runs conv={resolved!r} here")
-        self.info.update(conv=resolved, enhancer=repr(self.enhancer))
+        self.info.update(conv=resolved, precision=self.enhancer.precision, enhancer=repr(self.enhancer))
         self.module = None
         # training_step logs through self.log, which outside a Trainer only warns: Lightning's logging
         # is timed in the whole-process runs
@@ -290,10 +323,14 @@ class OnnxRuntime(Side):
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3  # not the note that gamma, having a default, can be overridden
         self.session = ort.InferenceSession(onnx_model(), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
         self.info.update(version=ort.__version__, intra_op_num_threads=options.intra_op_num_threads)
 
     def enhance(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {"image": image[None].numpy()})[0][0])
+        feed = {"image": image[None].numpy()}
+        if "gamma" in self.inputs:
+            feed["gamma"] = np.array(GAMMA, dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, feed)[0][0])
 
 
 class OpenVino(Side):
@@ -302,11 +339,9 @@ class OpenVino(Side):
     def __init__(self, *args) -> None:
         super().__init__(*args)
         ov = cpu_runtime(self.device, "openvino")
-        config = {
-            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32",  # not bf16 where the CPU has it: the same arithmetic as the others
-        }
+        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
+        if self.kind == OPENVINO:
+            config["INFERENCE_PRECISION_HINT"] = "f32"  # not bf16 where the CPU has it: the exact path's arithmetic
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "pairlie.onnx"
             path.write_bytes(onnx_model())
@@ -314,7 +349,10 @@ class OpenVino(Side):
         self.request, self.output = compiled.create_infer_request(), compiled.outputs[0]
         # γ, having a default in the file, becomes a constant in OpenVINO's graph
         self.inputs = [port.get_any_name() for port in compiled.inputs]
-        self.info.update(version=ov.__version__, **{k: str(v) for k, v in config.items()})
+        chosen = compiled.get_property("INFERENCE_PRECISION_HINT")  # what the default turned into on this CPU
+        self.info.update(
+            version=ov.__version__, inference_precision=str(chosen), **{k: str(v) for k, v in config.items()}
+        )
 
     def enhance(self, image: torch.Tensor) -> torch.Tensor:
         feed = {"image": image[None].numpy()}
@@ -324,7 +362,7 @@ class OpenVino(Side):
 
 
 SIDES = {PUBLISHED: Published, EXACT: Pairlie, WINOGRAD: Pairlie, DEFAULT_MALLOC: Pairlie, ORT: OnnxRuntime}
-SIDES[OPENVINO] = OpenVino
+SIDES.update({OPENVINO: OpenVino, OPENVINO_DEFAULT: OpenVino, BF16: Pairlie})
 
 
 def serve(conn, kind: str, device: str, data: str, scene_limit: int | None) -> None:

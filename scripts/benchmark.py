@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark pairlie against the published PairLIE code and CPU runtimes, in one run on one machine; prints one JSON object.
 
-    python scripts/benchmark.py [--quick] [--device cpu|cuda] [--data ../shared/data]
+    python scripts/benchmark.py [--quick] [--inference-only] [--device cpu|cuda] [--data ../shared/data]
 
 Columns, each in a worker process of its own set up as it runs for users (scripts/bench_columns.py):
 the published code; pairlie exact (``conv="direct"``: its ``PairLIEModule.training_step``, and its
@@ -9,13 +9,17 @@ the published code; pairlie exact (``conv="direct"``: its ``PairLIEModule.traini
 Winograd (``conv="winograd"``, issue 15); ONNX Runtime and OpenVINO (inference on the CPU, with
 the ``bench`` extra) on the model as ``pairlie-export`` writes it, exported outside the timed
 section, with torch's thread count, each output checked against pairlie exact's; in full mode
-also pairlie exact without its allocator setting.
+also pairlie exact without its allocator setting. Inference only: pairlie bf16 (``precision="bf16"``,
+where the CPU has native bf16) and OpenVINO in its default precision (bf16 on such CPUs), each
+with its quality on LOL-test (``quality_lol``: PSNR/SSIM and the difference from pairlie exact).
+``machine.cpu`` records the CPU: model, its bf16/int8 flags, PyTorch's capability.
 
 A column that cannot run here (a runtime not installed, the Winograd path not in this pairlie) is
 left out with its reason under ``skipped``. The parent alternates the workers round by round, so
 slow phases of a noisy machine hit every column alike; every figure is a median over rounds after
 a warm-up; GPU timings synchronise. The training step is also timed as whole processes, start-up
-cancelled out: a 110-step run minus a 10-step run of the published loop and of ``pairlie-train``.
+cancelled out: a 110-step run minus a 10-step run of the published loop and of ``pairlie-train``
+(also with ``trainer.precision=bf16-mixed`` where the CPU has native bf16).
 ``contributions`` collects the speed-ups: what the exact path, Winograd, and the peers each give.
 """
 
@@ -33,16 +37,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_columns import DEFAULT_MALLOC, EXACT, OPENVINO, ORT, PATCH, PUBLISHED, WINOGRAD, Published, serve
+from bench_columns import (
+    BF16,
+    DEFAULT_MALLOC,
+    EXACT,
+    OPENVINO,
+    OPENVINO_DEFAULT,
+    ORT,
+    PATCH,
+    PUBLISHED,
+    WINOGRAD,
+    Published,
+    serve,
+)
 from bench_common import Unavailable, pairlie_train, run_logged
 
 from pairlie.nets import PairLIENet
+from pairlie.precision import cpu_description, native_bf16
 
 # per pixel, as torch's FLOP counter counts them (tested): N, L, R forward; the useful training
 # work of a pair (N, L, R on im1 and N, R on im2, forward and backward), which both sides are
 # credited with although the published loop also computes the unused illumination of im2
 FORWARD_FLOP_PER_PX = PairLIENet(64).forward_flops(1)
 TRAIN_FLOP_PER_PX = PairLIENet(64).training_flops(1)
+BF16_MIXED = "pairlie_exact_bf16_mixed"  # pairlie-train trainer.precision=bf16-mixed (whole processes only)
 # (faster candidate, baseline): the speed-ups reported, time of the baseline / time of the candidate
 SPEEDUPS = [
     (EXACT, PUBLISHED),
@@ -53,6 +71,10 @@ SPEEDUPS = [
     (EXACT, OPENVINO),
     (WINOGRAD, ORT),
     (WINOGRAD, OPENVINO),
+    (BF16, EXACT),
+    (BF16, OPENVINO_DEFAULT),
+    (OPENVINO_DEFAULT, EXACT),
+    (BF16_MIXED, EXACT),
 ]
 BIG = (3000, 4000)  # height, width of the full mode's largest image
 RSS_TARGET_MB = 1536
@@ -205,11 +227,11 @@ def fits_big(worker: Worker, measured: tuple[int, int]) -> str | None:
 
 def big_image(args, workers: dict[str, Worker], skipped: dict[str, str]) -> dict:
     """4000×3000: pairlie's columns in fresh workers (their peak RSS is the image's); the others where memory allows."""
-    fresh = start([EXACT, WINOGRAD], args, {})
+    fresh = start([EXACT, WINOGRAD, BF16], args, {})
     for worker in fresh.values():
         worker("infer", 400, 600, 1, False)  # warm-up on a small image: the peak stays the big image's
     others = {}
-    for kind in (PUBLISHED, ORT, OPENVINO):
+    for kind in (PUBLISHED, ORT, OPENVINO, OPENVINO_DEFAULT):
         if kind in workers:
             reason = fits_big(workers[kind], (1080, 1920))
             if reason is None:
@@ -249,6 +271,11 @@ def process_training(args, skipped: dict[str, str]) -> dict:
         sides[kind] = [pairlie_train(), "experiment=sice", f"paths.data_dir={Path(args.data).resolve()}"]
         sides[kind] += ["data.val_dir=null", f"trainer.accelerator={accelerator}", f"model.conv={conv}"]
 
+    if accelerator == "gpu" or native_bf16():
+        sides[BF16_MIXED] = [*sides[EXACT], "trainer.precision=bf16-mixed"]
+    else:
+        skipped[BF16_MIXED] = "this CPU emulates bf16 (no avx512_bf16 or amx_bf16): ~50x slower than 32-true"
+
     def command(kind: str, steps: int, folder: Path) -> list[str]:
         if kind == PUBLISHED:
             return [*sides[kind], str(steps)]
@@ -286,6 +313,12 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="fewer rounds and sizes (about 3 min on 2 quiet CPU cores)"
     )
+    parser.add_argument(
+        "--inference-only", action="store_true", help="no training sections: inference speed and quality only"
+    )
+    parser.add_argument(
+        "--columns", help="with --inference-only: only these columns (and pairlie_exact), comma-separated"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--batch", type=int, default=8, help="the larger training batch (full mode)")
@@ -307,9 +340,18 @@ def main() -> None:
     quick = args.quick
     skipped: dict[str, str] = {}
     training = [PUBLISHED, EXACT, WINOGRAD] + ([] if quick else [DEFAULT_MALLOC])
-    workers = start(training + [ORT, OPENVINO], args, skipped)
-    if EXACT not in workers or PUBLISHED not in workers:
-        sys.exit(f"error: the published and pairlie_exact columns must run: {skipped}")
+    kinds = training + [ORT, OPENVINO, OPENVINO_DEFAULT, BF16]
+    if args.columns and not args.inference_only:
+        sys.exit("error: --columns needs --inference-only (the training sections compare fixed columns)")
+    if args.columns:  # fewer worker processes: less for a busy machine to interleave
+        chosen = args.columns.split(",")
+        if unknown := set(chosen) - set(kinds):
+            sys.exit(f"error: --columns: unknown {sorted(unknown)}; choose from {', '.join(kinds)}")
+        kinds = [kind for kind in kinds if kind in chosen or kind == EXACT]
+    workers = start(kinds, args, skipped)
+    needed = (EXACT,) if args.inference_only else (EXACT, PUBLISHED)
+    if any(kind not in workers for kind in needed):
+        sys.exit(f"error: the {' and '.join(needed)} columns must run: {skipped}")
     trainers = {kind: workers[kind] for kind in training if kind in workers}
     rounds = 4 if quick else 10
 
@@ -318,7 +360,8 @@ def main() -> None:
             "device": args.device,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_description(),
+            "machine": platform.machine(),
             "quick": quick,
         },
         "columns": {kind: worker.info for kind, worker in workers.items()},
@@ -327,6 +370,49 @@ def main() -> None:
         "conv_peak_gflops": workers[EXACT]("conv_peak", 15),
     }
     note(f"columns {sorted(workers)}; skipped {sorted(skipped)}")
+    result["quality_lol"] = quality(workers)
+    note("done: quality on LOL-test")
+    if not args.inference_only:
+        training_sections(result, args, workers, trainers, rounds)
+    result["infer_600x400"] = infer_figures(workers, 400, 600, 3 if quick else 7)
+    note("done: 600x400")
+    # quick: pairlie's columns and what a user of OpenVINO gets, no warm-up (the 600x400 runs warmed them up)
+    ours = {kind: workers[kind] for kind in (EXACT, WINOGRAD, BF16, OPENVINO_DEFAULT) if kind in workers}
+    result["infer_1920x1080"] = infer_figures(ours if quick else workers, 1080, 1920, 1 if quick else 3, not quick)
+    note("done: 1920x1080")
+    result["peak_rss_mb"] = {kind: worker("peak_rss_mb") for kind, worker in workers.items()}
+    if not quick:
+        folder = {kind: workers[kind]("folder", 15) for kind in (PUBLISHED, *ours) if kind in workers}
+        result["folder_images_per_s"] = {**folder, "speedup": speedups({kind: 1 / v for kind, v in folder.items()})}
+        if DEFAULT_MALLOC in workers:  # its figures are in: free its memory for the big image
+            workers.pop(DEFAULT_MALLOC).close()
+        result[f"infer_{BIG[1]}x{BIG[0]}"] = big_image(args, workers, skipped)
+        note(f"done: {BIG[1]}x{BIG[0]}")
+    for worker in workers.values():
+        worker.close()
+
+    if not args.inference_only:
+        result["train_step_whole_process"] = process_training(args, skipped)
+        note("done: whole-process training runs")
+    sections = [key for key in result if key.startswith(("infer_", "train_"))]
+    result["contributions"] = {key: result[key]["speedup"] for key in sections if result[key]["speedup"]}
+    print(json.dumps(result, indent=2))
+
+
+def quality(workers: dict[str, Worker]) -> dict:
+    """Each inference column's mean PSNR/SSIM on LOL-test, and its difference from pairlie exact (fp32)."""
+    kinds = [kind for kind in workers if kind not in (PUBLISHED, DEFAULT_MALLOC)]  # the same fp32 arithmetic
+    scores = {kind: workers[kind]("quality") for kind in kinds}
+    exact = scores[EXACT]
+    for score in scores.values():
+        score["psnr_diff_vs_pairlie_exact"] = score["psnr"] - exact["psnr"]
+        score["ssim_diff_vs_pairlie_exact"] = score["ssim"] - exact["ssim"]
+    return {"gamma": 0.2, **scores}
+
+
+def training_sections(result: dict, args, workers: dict[str, Worker], trainers: dict[str, Worker], rounds: int) -> None:
+    """The in-process training steps (batch 1, and the larger batch in full mode) and the data loading."""
+    quick = args.quick
     result["train_b1"] = train_figures(alternate(trainers, "train", rounds, 2, 1), 1)
     losses = {kind: worker("same_loss") for kind, worker in trainers.items()}
     result["train_b1"]["loss_rel_diff_vs_published"] = {
@@ -348,29 +434,6 @@ def main() -> None:
         # the loop waits for data this share of the time: one sample per batch-1 step, same process
         "pairlie_data_share_of_step": med(data_times[EXACT]) / step,
     }
-
-    result["infer_600x400"] = infer_figures(workers, 400, 600, 3 if quick else 7)
-    note("done: 600x400")
-    # quick: pairlie's two columns, no warm-up (the 600x400 runs warmed them up)
-    ours = {kind: workers[kind] for kind in (EXACT, WINOGRAD) if kind in workers}
-    result["infer_1920x1080"] = infer_figures(ours if quick else workers, 1080, 1920, 1 if quick else 3, not quick)
-    note("done: 1920x1080")
-    result["peak_rss_mb"] = {kind: worker("peak_rss_mb") for kind, worker in workers.items()}
-    if not quick:
-        folder = {kind: workers[kind]("folder", 15) for kind in (PUBLISHED, *ours)}
-        result["folder_images_per_s"] = {**folder, "speedup": speedups({kind: 1 / v for kind, v in folder.items()})}
-        if DEFAULT_MALLOC in workers:  # its figures are in: free its memory for the big image
-            workers.pop(DEFAULT_MALLOC).close()
-        result[f"infer_{BIG[1]}x{BIG[0]}"] = big_image(args, workers, skipped)
-        note(f"done: {BIG[1]}x{BIG[0]}")
-    for worker in workers.values():
-        worker.close()
-
-    result["train_step_whole_process"] = process_training(args, skipped)
-    note("done: whole-process training runs")
-    sections = [key for key in result if key.startswith(("infer_", "train_"))]
-    result["contributions"] = {key: result[key]["speedup"] for key in sections if result[key]["speedup"]}
-    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import torch
 
 from helpers import STARTED, composed, make_paired_tree, make_scene_tree, save_tiny_checkpoint
 from pairlie.nets import PairLIENet
+from pairlie.precision import FLAGS_VARIABLE
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +21,15 @@ def _no_background_run_outlives_its_test():
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+@pytest.fixture(autouse=True)
+def _a_cpu_without_native_bf16(monkeypatch):
+    """Every test sees an AVX2-only CPU (precision=auto is fp32), in its CLI processes too, whatever CPU runs it.
+
+    Tests of bf16 and of the detection ask for them by name or set the flags themselves.
+    """
+    monkeypatch.setenv(FLAGS_VARIABLE, "avx avx2 fma")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from helpers import RunIf, run_cli, write_image
+from pairlie.precision import FLAGS_VARIABLE
 
 pytestmark = RunIf(clis=("pairlie-enhance",))
 
@@ -120,6 +121,21 @@ def test_refuses_to_write_inside_the_input_or_over_existing_files(tmp_path, phot
         [f"ckpt_path={tiny_ckpt}", f"input={photos / 'plain.png'}", f"output={out}", "overwrite=true"], tmp_path
     )
     assert forced.returncode == 0 and Image.open(out / "plain.png").size == (40, 30)
+
+
+def test_precision_auto_is_bf16_only_on_a_cpu_with_native_bf16(tmp_path, photos, tiny_ckpt):
+    args = [f"ckpt_path={tiny_ckpt}", f"input={photos / 'plain.png'}", "model.gamma=0.3"]
+    avx2 = run([*args, f"output={tmp_path / 'avx2'}"], tmp_path)  # conftest: an AVX2-only CPU
+    assert avx2.returncode == 0 and "(gamma 0.3, fp32)" in avx2.stdout, avx2.stderr
+    amx = run_cli(
+        "pairlie-enhance", *args, f"output={tmp_path / 'amx'}", cwd=tmp_path, env={FLAGS_VARIABLE: "amx_bf16"}
+    )
+    assert amx.returncode == 0 and "(gamma 0.3, bf16)" in amx.stdout, amx.stderr
+    exact = run([*args, f"output={tmp_path / 'exact'}", "conv=direct"], tmp_path)
+    assert exact.returncode == 0 and "(gamma 0.3, fp32)" in exact.stdout, exact.stderr
+    bad = run([*args, f"output={tmp_path / 'bad'}", "precision=int4"], tmp_path)
+    assert bad.returncode == 2 and "error: precision='int4': must be one of" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_missing_input_is_one_line(tmp_path, tiny_ckpt):

@@ -30,6 +30,7 @@ def test_results_files_and_decomposition(tmp_path, tiny_ckpt):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["count"] == 2 and metrics["gamma"] == 0.3
     assert metrics["checkpoint"] == str(tiny_ckpt.resolve())
+    assert metrics["precision"] == "fp32"  # the paper's protocol, whatever the CPU
     for key in ("psnr", "ssim", "input_psnr", "input_ssim"):
         assert isinstance(metrics[key], float)
     assert "valid region" in metrics["protocol"]["ssim"] and "truncation" in metrics["protocol"]["quantisation"]
@@ -78,6 +79,18 @@ def test_no_checkpoint_anywhere_is_one_line(tmp_path):
     result = run_cli("pairlie-test", f"paths.log_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 2 and "error: no ckpt_path given and no pairlie-train checkpoint" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_precision_is_recorded_and_a_bad_one_is_one_line(tmp_path, tiny_ckpt):
+    data = make_paired_tree(tmp_path / "pairs", names=("x.png",))
+    common = (f"ckpt_path={tiny_ckpt}", f"data.test_dir={data}", "noref=false", "lpips=false")
+    result = run_cli("pairlie-test", *common, "precision=bf16", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["precision"] == "bf16" and metrics["conv"] == "direct"  # Winograd is fp32 only
+    bad = run_cli("pairlie-test", *common, "precision=int4", f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path)
+    assert bad.returncode == 2 and "error: precision='int4': must be one of auto, fp32, bf16" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_gamma_multirun_writes_one_folder_each(tmp_path, tiny_ckpt):

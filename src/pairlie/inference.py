@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from pairlie import precision as precisions
 from pairlie import streaming, winograd
 from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
@@ -136,6 +137,12 @@ class Enhancer:
     NNPACK runs (:mod:`pairlie.winograd`), else directly; ``"winograd"`` insists (ConfigError where
     it cannot run); ``"direct"`` is the exact path. Both agree to float rounding; a Winograd call
     that fails at run time falls back to the direct path with a warning. :attr:`conv` says which runs.
+
+    ``precision``: ``"auto"`` runs the convolutions in bf16 on a CPU that computes bf16 natively
+    (AVX512_BF16, AMX) and with ``conv="auto"``, else in fp32; ``"fp32"`` is the exact path;
+    ``"bf16"`` insists (CPU or CUDA); ``"fp16"`` on CUDA (``half=True`` is its older name). In bf16
+    the nets' sigmoid outputs and ``L**gamma`` stay fp32, bands and zero padding work as in fp32,
+    and Winograd does not apply. :attr:`precision` says which runs (:mod:`pairlie.precision`).
     """
 
     def __init__(
@@ -147,14 +154,15 @@ class Enhancer:
         tile: int | str | None = "auto",
         overlap: int | None = None,
         conv: str = "auto",
+        precision: str = "auto",
     ) -> None:
         if not isinstance(gamma, (int, float)) or gamma <= 0:
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
         self.fast = streamable(net)  # the one check that decides whether the specialised paths apply
         radius = receptive_radius(net)
         self.device = resolve_device(device)
-        if half and self.device.type != "cuda":
-            raise ConfigError("half=true needs a GPU: 16-bit convolutions on a CPU are slower than fp32")
+        # bf16's quality is measured for the paper's nets: for any other net precision=auto keeps fp32
+        self.precision = precisions.resolve(precision, self.device, conv=conv if self.fast else "direct", half=half)
         explicit_tile = tile not in ("auto", None)
         self.stream = tile == "auto" and self.device.type == "cpu" and self.fast
         if tile == "auto":
@@ -180,10 +188,11 @@ class Enhancer:
             raise ConfigError(f"overlap={overlap}: must be at least the net's receptive radius {radius}")
         self.gamma = float(gamma)
         self.tile, self.overlap, self.radius = tile, overlap, radius
-        self.dtype = torch.float16 if half else torch.float32
+        self.dtype = precisions.DTYPES[self.precision]
         if conv == "winograd" and not self.fast:
             raise ConfigError("conv=winograd: runs the paper's nets only; this net takes conv=direct (or auto)")
-        self.conv = winograd.resolve(conv, self.device) if self.fast else winograd.resolve("direct", self.device)
+        # Winograd (NNPACK) computes in fp32 only
+        self.conv = winograd.resolve(conv, self.device) if self.fast and self.precision == "fp32" else "direct"
         # Channels-last lets oneDNN pick faster kernels, same arithmetic up to float rounding: on a 2-core
         # AVX2 CPU, 194 vs 173 GFLOP/s for the 64->64 convs and 48 vs 28 for 64->3, on a 66k-pixel band.
         # A GPU runs the nets as they are, with ReflectionPad2d, which CUDA implements in NCHW only:

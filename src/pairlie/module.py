@@ -21,6 +21,7 @@ from pairlie.inference import Enhancer
 from pairlie.losses import Step, build_terms, weighted_terms
 from pairlie.metrics import paper_scores
 from pairlie.specs import DEFAULT_NET, build_module, describe, locate, plain_spec
+from pairlie.precision import PRECISIONS
 
 HP_PSNR, HP_SSIM = "hp/val_psnr", "hp/val_ssim"
 # the published optimiser and schedule (Adam 1e-4, lr halved every 100 epochs); configs/model/pairlie.yaml states the same
@@ -94,6 +95,7 @@ class PairLIEModule(L.LightningModule):
         nonfinite_patience: int = 10,
         compile: bool | str | None = None,
         conv: str = "direct",
+        val_precision: str = "fp32",
     ) -> None:
         """``net``: a spec (``{"_target_": ..., ...}``, the paper's nets at ``width`` by default) or a module.
 
@@ -114,6 +116,8 @@ class PairLIEModule(L.LightningModule):
             )
         if not isinstance(gamma, (int, float)) or gamma <= 0:
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
+        if val_precision not in PRECISIONS:
+            raise ConfigError(f"model.val_precision={val_precision!r}: must be one of {', '.join(PRECISIONS)}")
         if not isinstance(width, int) or width < 1:
             raise ConfigError(f"model.width={width!r}: must be a positive integer (64 in the paper)")
         if net is None:
@@ -146,6 +150,7 @@ class PairLIEModule(L.LightningModule):
                 "nonfinite_patience": nonfinite_patience,
                 "compile": compile or None,
                 "conv": conv,
+                "val_precision": val_precision,
             },
             logger=False,  # logged with the validation metrics in on_fit_start, for TensorBoard's HParams tab
         )
@@ -357,7 +362,12 @@ class PairLIEModule(L.LightningModule):
         self._batch_flops = low.shape[0] * low.shape[2] * low.shape[3] * self._flops_per_pixel[1]
         if self._enhancer is None:
             # pairlie-test's path: fp32 under any autocast, memory bounded by a band or tile on huge images
-            self._enhancer = Enhancer(self.net, self.hparams.gamma, device=str(self.device))
+            self._enhancer = Enhancer(
+                self.net,
+                self.hparams.gamma,
+                device=str(self.device),
+                precision=self.hparams.get("val_precision", "fp32"),  # a checkpoint from before it: fp32
+            )
         out = self._enhancer.decompose(low)
         illumination, reflectance, denoised, enhanced = out.illumination, out.reflectance, out.denoised, out.enhanced
         for i in range(low.shape[0]):

@@ -52,6 +52,8 @@ def conv_reflect(
     (:func:`winograd_pays`), the rings direct.
     """
     weight, bias = conv.weight, conv.bias
+    if x.dtype != weight.dtype:  # bf16 nets: the denoised X comes out of N in fp32 (_activate)
+        x = x.to(weight.dtype)
     padding = (0 if rows_padded else 1, 1)
     if fast and winograd_pays(conv):
         y = winograd.conv2d(x, weight, bias, padding)
@@ -116,7 +118,8 @@ def _layers(net: ConvNet) -> list[tuple[torch.nn.Conv2d, bool]]:
 
 
 def _activate(y: Tensor, relu: bool) -> Tensor:
-    return torch.relu_(y) if relu else torch.sigmoid_(y)
+    # the nets' outputs in fp32 whatever the convolutions ran in (bf16 would round them to 8 bits)
+    return torch.relu_(y) if relu else torch.sigmoid_(y.float())
 
 
 def forward(
@@ -173,7 +176,7 @@ class _RowStream:
             return None
         self.rows = rows[:, :, -2:].clone()  # a copy: a view would keep the whole band alive
         y = conv_reflect(rows, self.conv, self.borders, rows_padded=True, fast=self.fast)
-        return y if self.relu else torch.sigmoid_(y)
+        return y if self.relu else torch.sigmoid_(y.float())  # fp32 outputs, as _activate
 
 
 def _push(chain: list[_RowStream], rows: Tensor | None, last: bool) -> Tensor | None:

@@ -40,6 +40,7 @@ def enhance(cfg: DictConfig) -> int:
         tile=cfg.tile,
         overlap=cfg.overlap,
         conv=cfg.conv,
+        precision=cfg.precision,
     )
     chosen: list[tuple[Path, float, float]] = []
     failures, notes = enhance_files(
@@ -59,7 +60,7 @@ def enhance(cfg: DictConfig) -> int:
         how = f"gamma auto for brightness {brightness:g}, written to {output / GAMMA_FILE}"
     else:
         how = f"gamma {enhancer.gamma:g}"
-    print(f"enhanced {len(items) - len(failures)} of {len(items)} image(s) into {output} ({how})")
+    print(f"enhanced {len(items) - len(failures)} of {len(items)} image(s) into {output} ({how}, {enhancer.precision})")
     for path, note in notes:
         print(f"note: {path}: {note}")
     for path, reason in inputs.skipped:

@@ -28,7 +28,13 @@ def test(cfg: DictConfig) -> dict:
     gammas = gammas_to_score(cfg.model.gamma, cfg.data.get("gamma"), score_saved=cfg.score_saved)
     gamma = gammas[0] if gammas else None
     enhancer = Enhancer.from_checkpoint(
-        checkpoint, gamma=gamma, device=cfg.device, half=cfg.half, tile=cfg.tile, conv=cfg.conv
+        checkpoint,
+        gamma=gamma,
+        device=cfg.device,
+        half=cfg.half,
+        tile=cfg.tile,
+        conv=cfg.conv,
+        precision=cfg.precision,
     )
     lpips, reason = make_lpips(str(enhancer.device)) if cfg.lpips else (None, "disabled (lpips=false)")
     if reason and cfg.lpips is True:  # asked for by name: say why not; under auto, metrics.json records it
@@ -55,6 +61,7 @@ def test(cfg: DictConfig) -> dict:
         "jpeg_quality": cfg.jpeg_quality,
         "lpips_skipped": reason,
         "conv": enhancer.conv,  # winograd or direct: equal to float rounding, the scores to 0.001 dB (docs/enhancing.md)
+        "precision": enhancer.precision,  # fp32: the paper's protocol; bf16 scores within 0.01 dB (tested)
     }
     metrics = write_results(result, out_dir, meta)
     report = write_report(result, metrics, out_dir)

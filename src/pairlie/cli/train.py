@@ -23,6 +23,7 @@ from pairlie.cli.preflight import CliSpec
 from pairlie.collapse import FlatOutputWarning
 from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
+from pairlie.precision import bf16_training_note
 from pairlie.runs import (
     WRITE_ERRORS,
     auto_resuming,
@@ -160,10 +161,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer = instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy="ddp_spawn", **trainer_args
         )
-    if isinstance(trainer.accelerator, CPUAccelerator) and "bf16" in str(trainer.precision):
-        log.warning(
-            "trainer.precision=%s on a CPU: without native bf16 this runs ~50x slower than 32-true", trainer.precision
-        )
+    slow_bf16 = bf16_training_note(trainer.precision)  # None on a CPU with native bf16 (pairlie.precision)
+    if isinstance(trainer.accelerator, CPUAccelerator) and slow_bf16:
+        log.warning(slow_bf16)
     if datamodule.val_set is not None and len(datamodule.val_set) < trainer.world_size:
         raise ConfigError(
             f"data.val_dir has {len(datamodule.val_set)} validation image(s) for {trainer.world_size} processes; "

@@ -1,0 +1,167 @@
+"""precision=auto|fp32|bf16|fp16|int8: what each resolves to on which CPU, bf16 numerics, and the bf16 training note.
+
+conftest.py makes every test see an AVX2-only CPU; the tests here set the flags of other CPUs.
+"""
+
+import pytest
+import torch
+
+from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf
+from pairlie import precision
+from pairlie.errors import ConfigError
+from pairlie.inference import Enhancer
+
+CPU = torch.device("cpu")
+AVX2 = "fpu sse avx avx2 fma"  # a Zen 2/3 EPYC: bf16 emulated, int8 through AVX2
+ZEN4 = "avx2 avx512f avx512_bf16 avx512_vnni"
+SAPPHIRE_RAPIDS = "avx2 avx512f avx512_vnni avx_vnni amx_bf16 amx_int8 amx_tile"
+
+
+def plain(net, image):
+    with torch.no_grad():
+        return net(image)
+
+
+@pytest.mark.parametrize(
+    ("flags", "bf16", "int8"),
+    [(AVX2, False, False), (ZEN4, True, True), (SAPPHIRE_RAPIDS, True, True), ("avx2 avx_vnni", False, True)],
+)
+def test_native_formats_come_from_the_cpu_flags(monkeypatch, flags, bf16, int8):
+    monkeypatch.setenv(precision.FLAGS_VARIABLE, flags)
+    assert precision.native_bf16() is bf16 and precision.native_int8() is int8
+    description = precision.cpu_description()
+    assert description["native_bf16"] is bf16
+    assert set(description["flags"]) == set(flags.split()) & {*precision.BF16_FLAGS, *precision.INT8_FLAGS}
+    assert description["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_auto_is_fp32_without_native_bf16_and_bf16_with_it(monkeypatch):
+    monkeypatch.setenv(precision.FLAGS_VARIABLE, AVX2)
+    assert precision.resolve("auto", CPU) == "fp32"
+    monkeypatch.setenv(precision.FLAGS_VARIABLE, ZEN4)
+    assert precision.resolve("auto", CPU) == "bf16"
+    # an explicit conv names an fp32 algorithm (conv=direct: the exact path); GPUs keep fp32 unless asked
+    assert precision.resolve("auto", CPU, conv="direct") == "fp32"
+    assert precision.resolve("auto", CPU, conv="winograd") == "fp32"
+    assert precision.resolve("auto", torch.device("cuda")) == "fp32"
+    assert precision.resolve("auto", torch.device("cuda"), half=True) == "fp16"  # half=true's old meaning
+
+
+def test_gpus_take_fp16_and_bf16_by_name_and_int8_is_a_cpu_path():
+    cuda = torch.device("cuda")
+    assert precision.resolve("fp16", cuda) == "fp16" and precision.resolve("bf16", cuda) == "bf16"
+    assert precision.resolve("fp32", cuda) == "fp32"
+    with pytest.raises(ConfigError, match=r"^precision=int8 is a CPU path"):
+        precision.resolve("int8", cuda)
+    with pytest.raises(ConfigError, match=r"^precision=bf16 runs on a CPU or CUDA GPU, not mps"):
+        precision.resolve("bf16", torch.device("mps"))
+
+
+def test_the_enhancer_s_auto_runs_today_s_exact_path_without_native_bf16(sharp_net, monkeypatch):
+    monkeypatch.setenv(precision.FLAGS_VARIABLE, AVX2)
+    image = torch.rand(3, 37, 45)
+    auto = Enhancer(sharp_net, device="cpu")
+    assert auto.precision == "fp32" and auto.dtype == torch.float32
+    exact = Enhancer(sharp_net, device="cpu", conv=auto.conv, precision="fp32").decompose(image)
+    got = auto.decompose(image)
+    for a, b in zip(
+        (got.illumination, got.reflectance, got.denoised),
+        (exact.illumination, exact.reflectance, exact.denoised),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_enhancer_s_auto_takes_bf16_with_native_bf16(sharp_net, monkeypatch):
+    monkeypatch.setenv(precision.FLAGS_VARIABLE, SAPPHIRE_RAPIDS)
+    enhancer = Enhancer(sharp_net, device="cpu")
+    assert enhancer.precision == "bf16" and enhancer.dtype == torch.bfloat16
+    assert enhancer.conv == "direct"  # Winograd (NNPACK) is fp32 only
+    assert Enhancer(sharp_net, device="cpu", conv="direct").precision == "fp32"
+    assert "dtype=bfloat16" in repr(enhancer)
+
+
+@pytest.mark.parametrize("tile", ["auto", 24, None])
+def test_bf16_is_close_to_fp32_with_fp32_outputs_in_every_tiling(sharp_net, tile):
+    """bf16 convolutions (emulated where the CPU lacks them: the same rounding), streamed, tiled or whole."""
+    image = torch.rand(3, 41, 53)
+    want = plain(sharp_net, image[None])
+    got = Enhancer(sharp_net, device="cpu", tile=tile, precision="bf16").decompose(image)
+    outputs = (got.illumination, got.reflectance, got.denoised)
+    for a, b in zip(outputs, want, strict=True):
+        assert a.dtype == torch.float32 and a.shape == b.shape
+        difference = (a - b).abs()
+        # bf16 rounds each layer's input to 1/256 relative: it shows, and sharp_net's 4x weights amplify
+        # it to some grey levels at most (the official net: 3, README)
+        assert 1e-4 < difference.max() < 16 / 255 and difference.mean() < 1 / 255
+    # the sigmoid outputs are computed in fp32, not rounded to bf16's 8 bits
+    assert (got.illumination.bfloat16().float() != got.illumination).any()
+
+
+def test_bf16_streamed_bands_equal_bf16_whole_images(sharp_net, monkeypatch):
+    """Bands and zero padding inside the convolution compute the same bf16 layers as one whole-image pass."""
+    from pairlie import streaming
+
+    monkeypatch.setattr(streaming, "BAND_PIXELS", 300)  # bands of 6 rows
+    image = torch.rand(3, 40, 50)
+    streamed = Enhancer(sharp_net, device="cpu", precision="bf16").decompose(image)
+    whole = Enhancer(sharp_net, device="cpu", tile=None, precision="bf16").decompose(image)
+    for a, b in ((streamed.illumination, whole.illumination), (streamed.reflectance, whole.reflectance)):
+        # the same bf16 inputs to every layer, up to an accumulation order that may flip a last bit
+        assert (a - b).abs().max() < 2 / 255
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"precision": "fp64"}, "precision='fp64': must be one of auto, fp32, bf16, fp16, int8"),
+        ({"precision": "fp16"}, "precision=fp16 needs a GPU"),
+        ({"half": True}, "half=true needs a GPU"),
+        ({"half": True, "precision": "bf16"}, "half=true and precision=bf16: half=true means precision=fp16"),
+        ({"precision": "bf16", "conv": "winograd"}, "conv=winograd computes in fp32 only"),
+        ({"precision": "int8"}, "precision=int8: no int8 scheme"),
+    ],
+)
+def test_bad_precisions_are_one_line_naming_the_key(sharp_net, kwargs, message):
+    with pytest.raises(ConfigError) as error:
+        Enhancer(sharp_net, device="cpu", **kwargs)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_bf16_training_is_noted_as_slow_only_where_bf16_is_emulated(monkeypatch):
+    monkeypatch.setenv(precision.FLAGS_VARIABLE, AVX2)
+    note = precision.bf16_training_note("bf16-mixed")
+    assert note is not None and "~50x slower" in note and "trainer.precision=bf16-mixed" in note
+    assert precision.bf16_training_note("32-true") is None
+    monkeypatch.setenv(precision.FLAGS_VARIABLE, ZEN4)
+    assert precision.bf16_training_note("bf16-mixed") is None
+
+
+def test_validation_precision_is_checked_and_used(sharp_net):
+    from pairlie.module import PairLIEModule
+
+    with pytest.raises(ConfigError, match=r"^model.val_precision='half': must be one of"):
+        PairLIEModule(width=8, val_precision="half")
+    assert PairLIEModule(width=8).hparams.val_precision == "fp32"
+
+
+def _scores(enhancer, folder, step):
+    from pairlie.evaluation import evaluate
+
+    pairs = [(low, folder / "high" / low.name) for low in sorted((folder / "low").iterdir())[::step]]
+    result = evaluate(enhancer, pairs, save_images=False, no_reference=False)  # pairlie-test's scoring
+    return result.mean("psnr"), result.mean("ssim"), len(pairs)
+
+
+@pytest.mark.slow
+@RunIf(shared=True)
+@pytest.mark.skipif(not precision.native_bf16(), reason="this CPU emulates bf16 (~50x slower); numerics tested above")
+@pytest.mark.parametrize(("folder", "gamma", "step", "count"), [("LOL-test", 0.14, 1, 15), ("SICE-test", 0.2, 10, 15)])
+def test_bf16_scores_within_0_01_db_and_0_002_ssim_of_fp32(folder, gamma, step, count):
+    """The official weights on all of LOL-test and every 10th SICE-test image (minutes on a 2-core CPU)."""
+    exact = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=gamma, device="cpu", conv="direct")
+    fast = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=gamma, device="cpu", precision="bf16")
+    psnr, ssim, n = _scores(exact, SHARED_DATA / folder, step)
+    psnr16, ssim16, _ = _scores(fast, SHARED_DATA / folder, step)
+    assert n == count and fast.dtype == torch.bfloat16
+    assert abs(psnr16 - psnr) <= 0.01 and abs(ssim16 - ssim) <= 0.002, (psnr, psnr16, ssim, ssim16)
