@@ -20,8 +20,8 @@ from pairlie.errors import ConfigError, TrainingDiverged
 from pairlie.inference import Enhancer
 from pairlie.losses import Step, build_terms, weighted_terms
 from pairlie.metrics import paper_scores
-from pairlie.specs import DEFAULT_NET, build_module, describe, locate, plain_spec
 from pairlie.precision import PRECISIONS
+from pairlie.specs import DEFAULT_NET, build_module, describe, locate, plain_spec
 
 HP_PSNR, HP_SSIM = "hp/val_psnr", "hp/val_ssim"
 # the published optimiser and schedule (Adam 1e-4, lr halved every 100 epochs); configs/model/pairlie.yaml states the same
