@@ -196,6 +196,12 @@ def infer_figures(workers: dict[str, Worker], height: int, width: int, rounds: i
         out[f"{kind}_s"] = med(t)
         out[f"{kind}_gflops"] = flop / med(t) / 1e9
     out["speedup"] = speedups({kind: med(t) for kind, t in times.items()})
+    # the median of each round's own ratio: a busy machine's slow phases hit both sides of a ratio alike
+    out["speedup_paired"] = {
+        f"{a}_over_{b}": med([tb / ta for ta, tb in zip(times[a], times[b], strict=True)])
+        for a, b in SPEEDUPS
+        if a in times and b in times
+    }
     # every output against pairlie's exact path, in grey levels of the uint8 images
     exact = images[EXACT].astype(np.int16)
     diffs = {kind: np.abs(image.astype(np.int16) - exact) for kind, image in images.items() if kind != EXACT}

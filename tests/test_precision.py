@@ -165,3 +165,20 @@ def test_bf16_scores_within_0_01_db_and_0_002_ssim_of_fp32(folder, gamma, step, 
     psnr16, ssim16, _ = _scores(fast, SHARED_DATA / folder, step)
     assert n == count and fast.dtype == torch.bfloat16
     assert abs(psnr16 - psnr) <= 0.01 and abs(ssim16 - ssim) <= 0.002, (psnr, psnr16, ssim, ssim16)
+
+
+def test_the_relu_fused_into_bf16_convolutions_changes_nothing(sharp_net, monkeypatch):
+    """The fused oneDNN call (where its probe passes) computes what conv2d then ReLU compute."""
+    from pairlie import streaming
+
+    if not precision.fuses_relu(torch.bfloat16):
+        pytest.skip(f"no fused convolution here: {precision._fused_relu_reason()}")
+    assert not precision.fuses_relu(torch.float32)  # fp32 stays today's exact path
+    monkeypatch.setattr(streaming, "BAND_PIXELS", 400)  # several bands, kept rows and rings
+    image = torch.rand(3, 37, 50)
+    enhancer = Enhancer(sharp_net, device="cpu", precision="bf16")
+    fused = enhancer.decompose(image)
+    monkeypatch.setattr(precision, "fuses_relu", lambda dtype: False)
+    separate = enhancer.decompose(image)
+    for a, b in ((fused.illumination, separate.illumination), (fused.reflectance, separate.reflectance)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

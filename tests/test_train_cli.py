@@ -14,6 +14,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from helpers import REPO, SHARED_DATA, TINY, RunIf, composed, make_paired_tree, run_cli, run_train
 from pairlie.checkpoints import load_net
+from pairlie.precision import FLAGS_VARIABLE
 
 
 @pytest.mark.parametrize(
@@ -37,6 +38,14 @@ def test_sice_experiment_is_the_published_schedule():
 def test_fast_dev_run_trains_on_cpu(tiny_cfg):
     metrics = run_train(tiny_cfg("debug=fdr", "logger=none"))
     assert set(metrics) >= {"val/psnr", "val/ssim", "val/input_psnr", "val/input_ssim"}
+
+
+@pytest.mark.parametrize(("flags", "warned"), [("avx2", True), ("avx2 avx512_bf16 amx_bf16", False)])
+def test_bf16_mixed_on_a_cpu_warns_only_where_bf16_is_emulated(tiny_cfg, monkeypatch, caplog, flags, warned):
+    monkeypatch.setenv(FLAGS_VARIABLE, flags)
+    metrics = run_train(tiny_cfg("debug=fdr", "logger=none", "trainer.precision=bf16-mixed"))
+    assert "val/psnr" in metrics  # validation in fp32 (model.val_precision) under the bf16 autocast
+    assert ("~50x slower than 32-true" in caplog.text) is warned
 
 
 def test_training_writes_checkpoints_logs_and_config(tiny_cfg, tmp_path):

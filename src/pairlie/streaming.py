@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pairlie import precision as precisions
 from pairlie import winograd
 from pairlie.nets import ConvNet, PairLIENet
 
@@ -40,7 +41,12 @@ def split(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int]
 
 
 def conv_reflect(
-    x: Tensor, conv: torch.nn.Conv2d, borders: Borders, rows_padded: bool = False, fast: bool = False
+    x: Tensor,
+    conv: torch.nn.Conv2d,
+    borders: Borders,
+    rows_padded: bool = False,
+    fast: bool = False,
+    relu: bool = False,
 ) -> Tensor:
     """``conv(reflection_pad(x))`` on the image borders named, without a padded copy of ``x``.
 
@@ -49,7 +55,8 @@ def conv_reflect(
     side inside the image the zero ring only reaches context that the caller discards (one pixel
     per layer). ``rows_padded``: ``x`` already holds the rows above and below (streaming).
     ``fast``: the convolution by Winograd's algorithm (:mod:`pairlie.winograd`) where it pays
-    (:func:`winograd_pays`), the rings direct.
+    (:func:`winograd_pays`), the rings direct. ``relu``: the ReLU fused into the convolution
+    (:func:`pairlie.precision.conv2d_relu`; only where :func:`pairlie.precision.fuses_relu`).
     """
     weight, bias = conv.weight, conv.bias
     if x.dtype != weight.dtype:  # bf16 nets: the denoised X comes out of N in fp32 (_activate)
@@ -57,21 +64,26 @@ def conv_reflect(
     padding = (0 if rows_padded else 1, 1)
     if fast and winograd_pays(conv):
         y = winograd.conv2d(x, weight, bias, padding)
+    elif relu:
+        y = precisions.conv2d_relu(x, weight, bias, padding)
     else:
         y = F.conv2d(x, weight, bias, padding=padding)
     height, width = x.shape[-2:]
     top, bottom, left, right = borders
     if top and not rows_padded:
-        y[..., :1, :] = F.conv2d(F.pad(x[..., [1, 0, 1], :], (1, 1, 0, 0), mode="reflect"), weight, bias)
+        ring = F.conv2d(F.pad(x[..., [1, 0, 1], :], (1, 1, 0, 0), mode="reflect"), weight, bias)
+        y[..., :1, :] = torch.relu_(ring) if relu else ring
     if bottom and not rows_padded:
         rows = [height - 2, height - 1, height - 2]
-        y[..., -1:, :] = F.conv2d(F.pad(x[..., rows, :], (1, 1, 0, 0), mode="reflect"), weight, bias)
+        ring = F.conv2d(F.pad(x[..., rows, :], (1, 1, 0, 0), mode="reflect"), weight, bias)
+        y[..., -1:, :] = torch.relu_(ring) if relu else ring
     for side, columns in ((left, [1, 0, 1]), (right, [width - 2, width - 1, width - 2])):
         if side:
             strip = x[..., columns]
             if not rows_padded:
                 strip = F.pad(strip, (0, 0, 1, 1), mode="reflect")
-            y[..., columns[1] : columns[1] + 1] = F.conv2d(strip, weight, bias)
+            ring = F.conv2d(strip, weight, bias)
+            y[..., columns[1] : columns[1] + 1] = torch.relu_(ring) if relu else ring
     return y
 
 
@@ -142,6 +154,8 @@ class _RowStream:
 
     def __init__(self, conv: torch.nn.Conv2d, relu: bool, left: bool, right: bool, fast: bool) -> None:
         self.conv, self.relu, self.borders, self.fast = conv, relu, (False, False, left, right), fast
+        # bf16: the ReLU inside the convolution, and the next layer copies its rows plainly
+        self.fused = relu and not fast and precisions.fuses_relu(conv.weight.dtype)
         self.layout = layout(fast)
         self.rows: Tensor | None = None  # input rows not yet consumed (the last two, once started)
         self.started = False
@@ -175,7 +189,7 @@ class _RowStream:
             self.rows = rows
             return None
         self.rows = rows[:, :, -2:].clone()  # a copy: a view would keep the whole band alive
-        y = conv_reflect(rows, self.conv, self.borders, rows_padded=True, fast=self.fast)
+        y = conv_reflect(rows, self.conv, self.borders, rows_padded=True, fast=self.fast, relu=self.fused)
         return y if self.relu else torch.sigmoid_(y.float())  # fp32 outputs, as _activate
 
 
@@ -186,7 +200,7 @@ def _push(chain: list[_RowStream], rows: Tensor | None, last: bool) -> Tensor | 
         if rows is None:
             return None
         rows = layer.push(rows, last, relu)
-        relu = layer.relu
+        relu = layer.relu and not layer.fused
     return torch.relu_(rows) if relu and rows is not None else rows
 
 
