@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from helpers import REPO, RunIf, composed, cpu_trainer, make_paired_tree, make_scene_tree, run_cli
@@ -452,6 +453,9 @@ def test_an_example_trains_then_tests_enhances_and_exports_as_typed(example, arg
         cwd=folder,
     )
     ckpt = folder / "run" / "checkpoints" / "last.ckpt"
+    saved = yaml.safe_load((folder / "run" / "config.yaml").read_text())
+    # your own folders: the published schedule, nothing of the demo's
+    assert (saved["data"]["repeats"], saved["data"]["demo_root"], saved["trainer"]["max_epochs"]) == (1, None, 400)
     net, hparams = (
         load_net(ckpt)
         if example == "three_exposures"
@@ -515,6 +519,9 @@ def test_help_lists_the_model_groups_and_a_missing_config_dir_is_one_line(tmp_pa
     assert "model.net.depth=4" in page and "model/optimizer adam | adamw | sgd" in page
     result = run_cli("pairlie-train", "--config-dir", "nowhere", "model=deep_r", cwd=tmp_path)
     assert result.returncode == 2 and "--config-dir" in result.stderr and "no such folder" in result.stderr
+    configs = EXAMPLES / "own_model" / "configs"
+    result = run_cli("pairlie-train", "--config-dir", str(configs), "model=deep_rr", cwd=tmp_path)
+    assert "model=deep_rr: no such choice; did you mean model=deep_r? choose one of deep_r, pairlie" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -108,16 +108,19 @@ class PairLIENet(nn.Module):
             raise ValueError(f"model.width must be a positive integer, got {width}")
         self.width, self.channels = width, channels
 
-        def built(given: nn.Module | None, out_channels: int, output: str) -> nn.Module:
+        def built(name: str, given: nn.Module | None, out_channels: int, output: str) -> nn.Module:
             if given is None:
                 return ConvNet(channels, out_channels, width, depth, output, padding)
             if not isinstance(given, nn.Module):
-                raise ValueError(f"model.net: a part must be an nn.Module, got {type(given).__name__}")
+                raise ValueError(
+                    f"model.net.{name}: must be null or a module spec with a _target_ naming its class, "
+                    f"got a {type(given).__name__} without _target_"
+                )
             return given
 
-        self.denoiser = built(denoiser, channels, denoiser_output)
-        self.illumination = built(illumination, 1, illumination_output)
-        self.reflectance = built(reflectance, channels, reflectance_output)
+        self.denoiser = built("denoiser", denoiser, channels, denoiser_output)
+        self.illumination = built("illumination", illumination, 1, illumination_output)
+        self.reflectance = built("reflectance", reflectance, channels, reflectance_output)
         self.pairlie_spec = {
             "_target_": "pairlie.nets.PairLIENet",
             **dict(width=width, channels=channels, depth=depth, padding=padding),

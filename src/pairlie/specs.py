@@ -7,6 +7,7 @@ class (``os.system``, ``builtins.eval``, a function, ``_partial_``) is refused b
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 from collections.abc import Mapping
@@ -48,7 +49,11 @@ def locate(target: Any, key: str) -> Any:
             ) from None
         for attr in parts[cut:]:
             if not hasattr(obj, attr):
-                raise ConfigError(f"{key}._target_={target}: {module_name} has no {'.'.join(parts[cut:])}")
+                close = difflib.get_close_matches(attr, [n for n in dir(obj) if not n.startswith("_")], n=1)
+                hint = (
+                    f"; did you mean {'.'.join([*parts[:cut], close[0]])}?" if close and cut == len(parts) - 1 else ""
+                )
+                raise ConfigError(f"{key}._target_={target}: {module_name} has no {'.'.join(parts[cut:])}{hint}")
             obj = getattr(obj, attr)
         return obj
     raise ConfigError(f"{key}._target_={target}: cannot import {parts[0]} ({error}); {IMPORT_HINT}")

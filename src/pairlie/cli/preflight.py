@@ -102,6 +102,7 @@ def check(argv: list[str], spec: CliSpec) -> DictConfig:
         print(help_page(spec))
         sys.exit(0)
     overrides = split_args(argv, spec)
+    _config_dirs[:] = config_dirs(argv)
     for folder in config_dirs(argv):
         if not os.path.isdir(folder):
             raise ConfigError(f"--config-dir {folder}: no such folder; give the folder that holds your config groups")
@@ -144,6 +145,7 @@ def check(argv: list[str], spec: CliSpec) -> DictConfig:
 
 
 _MISSING = object()
+_config_dirs: list[str] = []  # the command line's --config-dir folders, for "no such choice" messages
 
 
 def _missing_keys(cfg: DictConfig) -> list[str]:
@@ -189,7 +191,7 @@ def _missing_config(exc: MissingConfigException, spec: CliSpec) -> str:
     match = re.search(r"Could not find '([\w/]+)/([^'/]+)'", text)
     if match:
         group, choice = match.groups()
-        options = group_options(group)
+        options = group_options(group, _config_dirs)
         if options:
             close = [o for o in options if o.lower() == choice.lower()] or difflib.get_close_matches(
                 choice, options, n=1
@@ -249,13 +251,19 @@ def leaf_keys(cfg: DictConfig, prefix: str = "", include_hydra: bool = False) ->
             yield path
 
 
-def group_options(group: str) -> list[str]:
-    """The config files of a group (``data`` -> default, demo, lol, sice)."""
+def group_options(group: str, extra_dirs: Iterable[str] = ()) -> list[str]:
+    """The config files of a group (``data`` -> default, demo, lol, sice), with those in ``extra_dirs`` (``--config-dir``)."""
+    found = set()
     try:
         folder = resources.files(CONFIG_MODULE).joinpath(group)
-        return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+        found |= {p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")}
     except (FileNotFoundError, NotADirectoryError):
-        return []
+        pass
+    for extra in extra_dirs:
+        folder = os.path.join(extra, group)
+        if os.path.isdir(folder):
+            found |= {name[:-5] for name in os.listdir(folder) if name.endswith(".yaml")}
+    return sorted(found)
 
 
 def yaml_comments(file: str, prefix: str = "") -> dict[str, tuple[str, str]]:
