@@ -1,6 +1,11 @@
 """Errors a user can fix: the CLIs print their message as one line, never a traceback."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of ``exc``'s message, else its type's name: a wrapped library error in one line."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
 class PairLIEError(Exception):
     """Base class: the message names the file or config key at fault and the fix."""
 

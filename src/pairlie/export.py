@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from pairlie import __version__
 from pairlie.checkpoints import load_net
-from pairlie.errors import ConfigError, DataError, VerificationError
+from pairlie.errors import ConfigError, DataError, VerificationError, first_line
 from pairlie.files import atomic_open
 from pairlie.images import read_rgb, to_tensor, to_uint8
 from pairlie.inference import DEFAULT_GAMMA, Enhancer, input_channels
@@ -165,7 +165,7 @@ def to_onnx(net: nn.Module, gamma: float, opset: int, outputs: str, metadata: di
             )
         except Exception as exc:  # a user's net with an operation the exporter cannot trace
             raise ConfigError(
-                f"format=onnx: the net could not be exported ({_first_line(exc)}); try format=torchscript"
+                f"format=onnx: the net could not be exported ({first_line(exc)}); try format=torchscript"
             ) from None
     model = onnx.load_from_string(buffer.getvalue())
     # An initializer with an input's name is that input's default (ONNX IR >= 4): omit gamma to get the checkpoint's.
@@ -184,7 +184,7 @@ def to_torchscript(net: nn.Module, outputs: str, metadata: dict[str, str]) -> by
         try:
             traced = torch.jit.trace(Deployable(net, outputs).eval(), (example_image(net), torch.tensor(0.2)))
         except Exception as exc:
-            raise ConfigError(f"format=torchscript: the net could not be traced ({_first_line(exc)})") from None
+            raise ConfigError(f"format=torchscript: the net could not be traced ({first_line(exc)})") from None
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer, _extra_files={"pairlie.json": json.dumps(metadata, indent=2)})
     return buffer.getvalue()
@@ -193,10 +193,6 @@ def to_torchscript(net: nn.Module, outputs: str, metadata: dict[str, str]) -> by
 def example_image(net: nn.Module) -> Tensor:
     """A small input of the channels ``net`` takes, for tracing."""
     return torch.rand(1, input_channels(net) or 3, 37, 51)
-
-
-def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 Runner = Callable[[np.ndarray, float | None], list[np.ndarray]]

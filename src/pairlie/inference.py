@@ -159,6 +159,7 @@ class Enhancer:
         if not isinstance(gamma, (int, float)) or gamma <= 0:
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
         self.fast = streamable(net)  # the one check that decides whether the specialised paths apply
+        self.channels = input_channels(net)
         radius = receptive_radius(net)
         self.device = resolve_device(device)
         # bf16's quality is measured for the paper's nets: for any other net precision=auto keeps fp32
@@ -223,7 +224,7 @@ class Enhancer:
     def decompose(self, image: Tensor) -> Decomposition:
         """L, R, X and the enhanced I of an N×3×H×W (or 3×H×W) float tensor in [0, 1], on the CPU."""
         batch = image[None] if image.dim() == 3 else image
-        channels = input_channels(self.net)
+        channels = self.channels
         if batch.dim() != 4 or (channels is not None and batch.shape[1] != channels):
             c = channels or "C"
             raise ValueError(f"expected a {c}xHxW or Nx{c}xHxW image tensor, got shape {tuple(image.shape)}")

@@ -268,21 +268,19 @@ class PairLIEModule(L.LightningModule):
                     step.put(k, part, value)
             return step
         denoiser, illumination, reflectance = parts
-        denoised = [denoiser(images[0])]
-        step_outputs = [(0, "illumination", illumination(denoised[0])), (0, "reflectance", reflectance(denoised[0]))]
-        for k in range(1, len(images)):
-            denoised.append(denoiser(images[k]))
-            step_outputs.append((k, "reflectance", reflectance(denoised[k])))
+        denoised: list[Tensor] = []  # as the nets gave them (Step keeps fp32 copies)
 
         def compute(k: int, part: str) -> Tensor:  # asked inside the losses' fp32 region: the nets' own precision
             with torch.autocast(self.device.type, dtype=dtype, enabled=autocast):
                 return illumination(denoised[k])
 
         step = Step(images, compute=compute)
-        for k, value in enumerate(denoised):
-            step.put(k, "denoised", value)
-        for k, part, value in step_outputs:
-            step.put(k, part, value)
+        for k, im in enumerate(images):
+            denoised.append(denoiser(im))
+            step.put(k, "denoised", denoised[k])
+            if k == 0:
+                step.put(0, "illumination", illumination(denoised[0]))
+            step.put(k, "reflectance", reflectance(denoised[k]))
         return step
 
     def step_nets(self) -> tuple | None:
@@ -295,11 +293,11 @@ class PairLIEModule(L.LightningModule):
         if self._step_nets is None:
             parts = getattr(self.net, "parts", None)
             if not callable(parts):
-                mode = winograd.resolve(self.hparams.get("conv", "direct"), self.device, "model.conv")
-                if mode == "winograd" and self.hparams.get("conv") == "winograd":
+                if self.hparams.get("conv") == "winograd":
                     raise ConfigError(
                         "model.conv=winograd: your net has no N, L and R parts it can run; use model.conv=direct"
                     )
+                self._step_nets = ()  # a net of one's own: its forward runs as it is
                 return None
             nets = parts()
             mode = self.hparams.get("compile")
@@ -311,7 +309,7 @@ class PairLIEModule(L.LightningModule):
                 )
             else:
                 self._step_nets = nets
-        return self._step_nets
+        return self._step_nets or None
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Skip a step with a non-finite loss or gradient; with a GradScaler, leave overflowing gradients to it."""

@@ -128,17 +128,13 @@ def _fused_relu_reason() -> str | None:
         x = torch.rand(1, 8, 6, 7, generator=generator).bfloat16().contiguous(memory_format=torch.channels_last)
         weight = (torch.randn(8, 8, 3, 3, generator=generator) * 0.3).bfloat16()
         bias = torch.randn(8, generator=generator).bfloat16()
-        got = _conv_relu(x, weight, bias, (0, 1))
+        got = conv2d_relu(x, weight, bias, (0, 1))
     except (RuntimeError, AttributeError) as error:
         return f"oneDNN's fused convolution failed: {str(error).splitlines()[0]}"
     want = torch.relu(torch.nn.functional.conv2d(x, weight, bias, padding=(0, 1)))
     if got.shape != want.shape or not torch.equal(got, want):
         return "oneDNN's fused convolution differs from conv2d + relu"
     return None
-
-
-def _conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]):
-    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), [1, 1], [1, 1], 1, "relu", [], "")
 
 
 def fuses_relu(dtype: torch.dtype) -> bool:
@@ -152,4 +148,4 @@ def fuses_relu(dtype: torch.dtype) -> bool:
 
 def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]):
     """``relu(conv2d(x, weight, bias, padding=padding))`` in one oneDNN call (stride 1): check :func:`fuses_relu` first."""
-    return _conv_relu(x, weight, bias, padding)
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), [1, 1], [1, 1], 1, "relu", [], "")

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from pairlie.errors import ConfigError
+from pairlie.errors import ConfigError, first_line
 
 DEFAULT_NET = "pairlie.nets.PairLIENet"
 PLAIN = (str, int, float, bool, type(None))
@@ -44,8 +44,7 @@ def locate(target: Any, key: str) -> Any:
             ) from None
         except Exception as exc:
             raise ConfigError(
-                f"{key}._target_={target}: importing {module_name} failed ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''})"
+                f"{key}._target_={target}: importing {module_name} failed ({type(exc).__name__}: {first_line(exc)})"
             ) from None
         for attr in parts[cut:]:
             if not hasattr(obj, attr):
@@ -90,7 +89,7 @@ def build_module(spec: Any, key: str = "model.net") -> nn.Module:
     try:
         module = cls(*args, **kwargs)
     except (ConfigError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{key}: {spec['_target_']}(...) refused its arguments: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{key}: {spec['_target_']}(...) refused its arguments: {first_line(exc)}") from None
     module.pairlie_spec = plain_spec(spec)
     return module
 

@@ -70,20 +70,21 @@ def conv_reflect(
         y = F.conv2d(x, weight, bias, padding=padding)
     height, width = x.shape[-2:]
     top, bottom, left, right = borders
+
+    def ring(strip: Tensor) -> Tensor:  # one border row or column, from its reflected three-pixel strip
+        out = F.conv2d(strip, weight, bias)
+        return torch.relu_(out) if relu else out
+
     if top and not rows_padded:
-        ring = F.conv2d(F.pad(x[..., [1, 0, 1], :], (1, 1, 0, 0), mode="reflect"), weight, bias)
-        y[..., :1, :] = torch.relu_(ring) if relu else ring
+        y[..., :1, :] = ring(F.pad(x[..., [1, 0, 1], :], (1, 1, 0, 0), mode="reflect"))
     if bottom and not rows_padded:
-        rows = [height - 2, height - 1, height - 2]
-        ring = F.conv2d(F.pad(x[..., rows, :], (1, 1, 0, 0), mode="reflect"), weight, bias)
-        y[..., -1:, :] = torch.relu_(ring) if relu else ring
+        y[..., -1:, :] = ring(F.pad(x[..., [height - 2, height - 1, height - 2], :], (1, 1, 0, 0), mode="reflect"))
     for side, columns in ((left, [1, 0, 1]), (right, [width - 2, width - 1, width - 2])):
         if side:
             strip = x[..., columns]
             if not rows_padded:
                 strip = F.pad(strip, (0, 0, 1, 1), mode="reflect")
-            ring = F.conv2d(strip, weight, bias)
-            y[..., columns[1] : columns[1] + 1] = torch.relu_(ring) if relu else ring
+            y[..., columns[1] : columns[1] + 1] = ring(strip)
     return y
 
 
@@ -93,17 +94,13 @@ def streamable(net: torch.nn.Module) -> bool:
 
     Exact types are required: a subclass may change ``forward``.
     """
-    if type(net) is not PairLIENet:
+    if type(net) is not PairLIENet or any(type(part) is not ConvNet for part in net.parts()):
         return False
-    for part in net.parts():
-        if type(part) is not ConvNet or len(part.layers) % 3 or not len(part.layers):
-            return False
-        layers = list(part.layers)
-        for pad, conv, activation in zip(layers[::3], layers[1::3], layers[2::3], strict=True):
-            if type(pad) is not torch.nn.ReflectionPad2d or tuple(pad.padding) != (1, 1, 1, 1):
-                return False
-            if not winograd.plain_3x3(conv) or type(activation) not in STREAM_ACTIVATIONS:
-                return False
+    try:
+        for part in net.parts():
+            _layers(part)
+    except ValueError:
+        return False
     out = net.denoiser.convs()[-1].out_channels
     return net.illumination.convs()[0].in_channels == out == net.reflectance.convs()[0].in_channels
 
@@ -121,9 +118,16 @@ def layout(fast: bool) -> torch.memory_format:
 def _layers(net: ConvNet) -> list[tuple[torch.nn.Conv2d, bool]]:
     """(conv, ends with ReLU) for each [ReflectionPad2d(1), conv, activation] of ``net``."""
     layers = list(net.layers)
-    if not all(isinstance(p, torch.nn.ReflectionPad2d) and p.padding == (1, 1, 1, 1) for p in layers[::3]):
+    pads, convs, acts = layers[::3], layers[1::3], layers[2::3]
+    if (
+        not layers
+        or len(layers) % 3
+        or any(type(p) is not torch.nn.ReflectionPad2d or tuple(p.padding) != (1, 1, 1, 1) for p in pads)
+    ):
         raise ValueError("expected [ReflectionPad2d(1), Conv2d, activation] blocks")
-    for act in layers[2::3]:
+    if not all(winograd.plain_3x3(conv) for conv in convs):
+        raise ValueError("the streamed path runs 3x3, stride-1, unpadded, ungrouped convolutions only")
+    for act in acts:
         if type(act) not in STREAM_ACTIVATIONS:  # never guess what another activation computes
             raise ValueError(f"the streamed path runs ReLU and Sigmoid only, not {type(act).__name__}")
     return [(conv, type(act) is torch.nn.ReLU) for conv, act in zip(layers[1::3], layers[2::3], strict=True)]

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pairlie.errors import ConfigError
+from pairlie.errors import first_line as _first_line
 
 CONFIG_MODULE = "pairlie.configs"
 SWEEP_EXTRA = 'pip install "pairlie[sweep]"'
@@ -337,7 +338,3 @@ def help_page(spec: CliSpec) -> str:
         "--cfg job prints the composed config; --hydra-help is Hydra's own help. Docs: README.md and docs/ (the site).",
     ]
     return "\n".join(lines)
-
-
-def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

@@ -21,7 +21,7 @@ from pairlie.callbacks import ProgressLines, quiet_lightning
 from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, log, run_cli, run_reporting_errors
 from pairlie.cli.preflight import CliSpec
 from pairlie.collapse import FlatOutputWarning
-from pairlie.errors import ConfigError
+from pairlie.errors import ConfigError, first_line
 from pairlie.files import write_atomic
 from pairlie.precision import bf16_training_note
 from pairlie.runs import (
@@ -66,8 +66,7 @@ def check_parts(cfg: DictConfig) -> None:
         cause = exc
         while cause.__cause__ is not None:
             cause = cause.__cause__
-        reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
-        raise ConfigError(f"model: {cfg.model._target_} could not be built ({reason})") from None
+        raise ConfigError(f"model: {cfg.model._target_} could not be built ({first_line(cause)})") from None
     train_set = cfg.data.get("train_set") if cfg.get("data") is not None else None
     if train_set is not None and train_set.get("_target_"):
         locate(train_set._target_, "data.train_set")
