@@ -48,7 +48,7 @@ class ExposurePairDataset(Dataset):
             folder = short[0].paths[0].parent if short[0].paths else short[0].name
             raise DataError(
                 f"{folder}: {len(short[0].paths)} exposure(s), fewer than data.train_set.exposures={exposures} "
-                f"({len(short)} scene(s) so); give scenes with more exposures or lower data.train_set.exposures"
+                f"({len(short)} scene(s) have fewer); give scenes with more exposures or lower data.train_set.exposures"
             )
         self.exposures = exposures
         self.scenes = scenes
