@@ -98,13 +98,20 @@ def test_bf16_is_close_to_fp32_with_fp32_outputs_in_every_tiling(sharp_net, tile
     assert (got.illumination.bfloat16().float() != got.illumination).any()
 
 
-def test_bf16_streamed_bands_equal_bf16_whole_images(sharp_net, monkeypatch):
+def test_bf16_bands_equal_bf16_whole_images(sharp_net, monkeypatch):
     """Bands and zero padding inside the convolution compute the same bf16 layers as one whole-image pass."""
     from pairlie import streaming
 
-    monkeypatch.setattr(streaming, "BAND_PIXELS", 300)  # bands of 6 rows
+    monkeypatch.setattr(streaming, "BF16_BAND_ROWS", 6)  # bands of 6 rows, context trimmed layer by layer
+    monkeypatch.setattr(streaming, "BF16_BAND_PIXELS", 1)
     image = torch.rand(3, 40, 50)
-    streamed = Enhancer(sharp_net, device="cpu", precision="bf16").decompose(image)
+    enhancer = Enhancer(sharp_net, device="cpu", precision="bf16")
+    assert "bands" in repr(enhancer)
+    calls = []
+    original = streaming.banded
+    monkeypatch.setattr(streaming, "banded", lambda *args: calls.append(args[1].shape) or original(*args))
+    streamed = enhancer.decompose(image)
+    assert calls == [(1, 3, 40, 50)]
     whole = Enhancer(sharp_net, device="cpu", tile=None, precision="bf16").decompose(image)
     for a, b in ((streamed.illumination, whole.illumination), (streamed.reflectance, whole.reflectance)):
         # the same bf16 inputs to every layer, up to an accumulation order that may flip a last bit
@@ -174,7 +181,8 @@ def test_the_relu_fused_into_bf16_convolutions_changes_nothing(sharp_net, monkey
     if not precision.fuses_relu(torch.bfloat16):
         pytest.skip(f"no fused convolution here: {precision._fused_relu_reason()}")
     assert not precision.fuses_relu(torch.float32)  # fp32 stays today's exact path
-    monkeypatch.setattr(streaming, "BAND_PIXELS", 400)  # several bands, kept rows and rings
+    monkeypatch.setattr(streaming, "BF16_BAND_ROWS", 8)  # several bands, trimmed context and rings
+    monkeypatch.setattr(streaming, "BF16_BAND_PIXELS", 1)
     image = torch.rand(3, 37, 50)
     enhancer = Enhancer(sharp_net, device="cpu", precision="bf16")
     fused = enhancer.decompose(image)

@@ -32,6 +32,29 @@ def test_streamed_rows_equal_the_plain_network(sharp_net, monkeypatch, height, w
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("height", "width", "rows", "stream_width"),
+    [
+        (2, 5, 256, 2048),  # one band, both borders: nothing trimmed
+        (37, 51, 4, 2048),  # bands of 4 rows, each trimmed by 10 rows of context on inner sides
+        (41, 30, 7, 2048),  # unequal bands
+        (29, 70, 6, 32),  # column pieces with context, in bands
+    ],
+)
+def test_bands_with_trimmed_context_equal_the_plain_network(sharp_net, monkeypatch, height, width, rows, stream_width):
+    """The bf16 path's banding and trimming, held in fp32 to the exact path's tolerance."""
+    monkeypatch.setattr(streaming, "BF16_BAND_ROWS", rows)
+    monkeypatch.setattr(streaming, "BF16_BAND_PIXELS", 1)
+    monkeypatch.setattr(streaming, "STREAM_WIDTH", stream_width)
+    image = torch.rand(2, 3, height, width)
+    banded = streaming.banded(sharp_net, image, torch.device("cpu"), torch.float32, margin=10)
+    for got, want in zip(banded, plain(sharp_net, image), strict=True):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="margin 9 is less than the nets' receptive radius 10"):
+        streaming.banded(sharp_net, image, torch.device("cpu"), torch.float32, margin=9)
+
+
 def test_zero_padded_convs_with_reflected_rings_equal_the_plain_network(sharp_net):
     image = torch.rand(1, 3, 23, 31).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():

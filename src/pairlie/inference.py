@@ -127,7 +127,8 @@ class Enhancer:
     net runs whole or in tiles with its own receptive radius (:func:`pairlie.receptive.receptive_radius`).
 
     ``tile``: ``"auto"``, an int, or ``None`` for whole images. ``"auto"`` on a CPU streams the rows
-    through the paper's nets in cache-sized bands, computing each pixel once (:func:`pairlie.streaming.stream`),
+    through the paper's nets in cache-sized bands, computing each pixel once (:func:`pairlie.streaming.stream`;
+    bf16: :func:`pairlie.streaming.banded`),
     and runs other nets in tiles of 512 where their radius is known, else whole; on a GPU it means
     tiles of 1024. An int splits the image into equal tiles of at most that size, each seeing
     ``overlap`` pixels of context (default and minimum: the net's receptive radius). Every mode
@@ -141,8 +142,10 @@ class Enhancer:
     ``precision``: ``"auto"`` runs the convolutions in bf16 on a CPU that computes bf16 natively
     (AVX512_BF16, AMX) and with ``conv="auto"``, else in fp32; ``"fp32"`` is the exact path;
     ``"bf16"`` insists (CPU or CUDA); ``"fp16"`` on CUDA (``half=True`` is its older name). In bf16
-    the nets' sigmoid outputs and ``L**gamma`` stay fp32, bands and zero padding work as in fp32,
-    and Winograd does not apply. :attr:`precision` says which runs (:mod:`pairlie.precision`).
+    the nets' sigmoid outputs and ``L**gamma`` stay fp32, the ReLUs run inside the convolutions,
+    zero padding works as in fp32, ``tile="auto"`` computes whole-width bands with recomputed context
+    instead of streaming rows (:func:`pairlie.streaming.banded`), and Winograd does not apply.
+    :attr:`precision` says which runs (:mod:`pairlie.precision`).
     """
 
     def __init__(
@@ -205,7 +208,8 @@ class Enhancer:
         self.net = copy.deepcopy(net).eval().to(self.device, self.dtype, memory_format=self.memory_format)
 
     def __repr__(self) -> str:
-        tiling = "streamed rows" if self.stream else ("whole images" if self.tile is None else f"{self.tile} px tiles")
+        streamed = "bands" if self.dtype == torch.bfloat16 else "streamed rows"
+        tiling = streamed if self.stream else ("whole images" if self.tile is None else f"{self.tile} px tiles")
         width = getattr(self.net, "width", None)
         return (
             f"Enhancer(gamma={self.gamma:g}, device={str(self.device)!r}, dtype={str(self.dtype).removeprefix('torch.')}, "
@@ -268,6 +272,8 @@ class Enhancer:
         return tuple(t.float().cpu().contiguous() for t in outputs)
 
     def _tiled(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.stream and self.dtype == torch.bfloat16:
+            return streaming.banded(self.net, batch, self.device, self.dtype, self.overlap)
         if self.stream:
             return streaming.stream(self.net, batch, self.device, self.dtype, self.overlap, self.conv == "winograd")
         n, _, height, width = batch.shape
