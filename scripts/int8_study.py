@@ -5,12 +5,14 @@
 
 Why ``precision=int8`` is not shipped (issue 22): it must stay within 0.05 dB PSNR and 0.003 SSIM
 of fp32 on LOL-test and SICE-test while running at least 2x fp32. Each scheme is torch's x86 static
-quantisation (FX graph mode, ``get_default_qconfig_mapping("x86")``: int8 per-channel symmetric
-weights, uint8 per-tensor activations with a histogram observer, oneDNN/FBGEMM int8 kernels),
-calibrated on 12 training images (6 LOL-train-subset, 6 SICE-train, 256x256 crops, never test
-images), with the layers the scheme names kept in fp32. Quality: the paper's PSNR/SSIM on all of
-LOL-test (γ 0.14) and every 10th SICE-test image (γ 0.2). Speed: whole 600x400 images, the plain
-fp32 net against the quantised one, alternating, medians.
+quantisation (FX graph mode: int8 per-channel symmetric weights, uint8 per-tensor activations with
+a histogram observer, oneDNN/FBGEMM int8 kernels), calibrated on 12 training images (6
+LOL-train-subset, 6 SICE-train, 256x256 crops, never test images), with the layers the scheme
+names kept in fp32. ``--activations full`` (the default) uses all 8 bits of the activations, which
+CPUs with VNNI or AMX compute without overflow; ``reduced`` is ``get_default_qconfig_mapping("x86")``
+as it stands (7 bits, for CPUs without them). Quality: the paper's PSNR/SSIM on all of LOL-test
+(γ 0.14) and every 10th SICE-test image (γ 0.2). Speed: whole 600x400 images, the plain fp32 net
+against the quantised one, alternating, medians.
 """
 
 from __future__ import annotations
@@ -42,15 +44,25 @@ SCHEMES = {
     "first_last_fp32": FIRST + LAST,
     "N_fp32_LR_hidden": ALL_OF["denoiser"] + FIRST + LAST,
     "L_only": ALL_OF["denoiser"] + ALL_OF["reflectance"] + LAST,
+    # the hidden 64->64 layers of one or two parts in int8, the first and last layers fp32
+    "N_hidden": ALL_OF["illumination"] + ALL_OF["reflectance"] + FIRST + LAST,
+    "L_hidden": ALL_OF["denoiser"] + ALL_OF["reflectance"] + FIRST + LAST,
+    "R_hidden": ALL_OF["denoiser"] + ALL_OF["illumination"] + FIRST + LAST,
+    "NL_hidden": ALL_OF["reflectance"] + FIRST + LAST,
 }
 GAMMAS = {"LOL-test": 0.14, "SICE-test": 0.2}
 
 
-def quantised(net: torch.nn.Module, keep: list[str], calibration: list[torch.Tensor]) -> torch.nn.Module:
-    from torch.ao.quantization import get_default_qconfig_mapping
+def quantised(
+    net: torch.nn.Module, keep: list[str], calibration: list[torch.Tensor], activations: str = "full"
+) -> torch.nn.Module:
+    from torch.ao.quantization import HistogramObserver, QConfig, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     mapping = get_default_qconfig_mapping("x86")
+    if activations == "full":  # the x86 default's weights, activations over all of uint8
+        default = mapping.global_qconfig
+        mapping = mapping.set_global(QConfig(HistogramObserver.with_args(reduce_range=False), default.weight))
     for name in keep:
         mapping = mapping.set_module_name(name, None)
     prepared = prepare_fx(copy.deepcopy(net), mapping, (calibration[0],))
@@ -76,6 +88,7 @@ def main() -> None:
     parser.add_argument("--schemes", default=",".join(SCHEMES))
     parser.add_argument("--sets", default="LOL-test,SICE-test")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--activations", choices=("full", "reduced"), default="full")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     args = parser.parse_args()
     data = Path(args.data)
@@ -91,8 +104,9 @@ def main() -> None:
     train = sorted((data / "LOL-train-subset").rglob("*.png"))[::2][:6]
     train += sorted((data / "SICE-train").rglob("*.JPG"))[::60][:6]
     calibration = [to_tensor(read_rgb(p)[0])[None] for p in train]
-    models = {"fp32": net, **{s: quantised(net, SCHEMES[s], calibration) for s in schemes}}
+    models = {"fp32": net, **{s: quantised(net, SCHEMES[s], calibration, args.activations) for s in schemes}}
     result: dict = {"cpu": cpu_description(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    result["activations"] = args.activations
     for folder in args.sets.split(","):
         section = {
             name: dict(zip(("psnr", "ssim", "count"), scores(m, data, folder), strict=True))
