@@ -173,14 +173,11 @@ def forward(
     top, bottom = borders[:2]
 
     def run(name: str, h: Tensor) -> Tensor:
-        if int8 is not None and name in int8.layers:
-            layers = int8.layers[name]
-            h = quantize(h, layers[0].scale)
-            steps = [(layer, layer.relu, layer.relu) for layer in layers]  # the ReLU inside each
-        else:
-            steps = []
-            for conv, relu in _layers(getattr(net, name)):
-                steps.append((conv, relu, relu and not fast and precisions.fuses_relu(conv.weight.dtype)))
+        layers = _layers(getattr(net, name))
+        steps = [(conv, relu, relu and not fast and precisions.fuses_relu(conv.weight.dtype)) for conv, relu in layers]
+        if int8 is not None and name in int8.layers:  # its int8 ReLU layers, then the net's own last layer
+            h = quantize(h, int8.layers[name][0].scale)
+            steps = [(layer, True, True) for layer in int8.layers[name]] + steps[len(int8.layers[name]) :]
         for conv, relu, fused in steps:
             h = h.contiguous(memory_format=layout(fast))
             h = conv_reflect(h, conv, borders, fast=fast, relu=fused)
