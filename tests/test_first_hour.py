@@ -369,7 +369,7 @@ def test_the_enhancer_says_what_it_is(sharp_net):
 
     assert (
         repr(Enhancer(sharp_net, gamma=0.14, conv="direct"))
-        == "Enhancer(gamma=0.14, device='cpu', dtype=float32, streamed rows, conv='direct', width=8)"
+        == "Enhancer(gamma=0.14, device='cpu', dtype=float32, streamed rows, conv='direct', precision='fp32', width=8)"
     )
     assert "64 px tiles" in repr(Enhancer(sharp_net, tile=64))
 

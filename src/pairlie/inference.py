@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from pairlie import int8, streaming, winograd
 from pairlie import precision as precisions
-from pairlie import streaming, winograd
 from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
 from pairlie.images import quantize, to_tensor
@@ -145,7 +145,10 @@ class Enhancer:
     the nets' sigmoid outputs and ``L**gamma`` stay fp32, the ReLUs run inside the convolutions,
     zero padding works as in fp32, ``tile="auto"`` computes whole-width bands with recomputed context
     instead of streaming rows (:func:`pairlie.streaming.banded`), and Winograd does not apply.
-    :attr:`precision` says which runs (:mod:`pairlie.precision`).
+    :attr:`precision` says which runs (:mod:`pairlie.precision`). ``"int8"`` (CPU, the paper's nets,
+    ``tile="auto"``) runs N's and L's ReLU layers in int8 and the rest as bf16 (:mod:`pairlie.int8`),
+    calibrated on ``calibration``: image paths, a folder, PIL images, uint8 arrays or float tensors
+    like the ones to enhance (12 are used).
     """
 
     def __init__(
@@ -158,6 +161,7 @@ class Enhancer:
         overlap: int | None = None,
         conv: str = "auto",
         precision: str = "auto",
+        calibration=None,
     ) -> None:
         if not isinstance(gamma, (int, float)) or gamma <= 0:
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
@@ -193,6 +197,9 @@ class Enhancer:
         self.gamma = float(gamma)
         self.tile, self.overlap, self.radius = tile, overlap, radius
         self.dtype = precisions.DTYPES[self.precision]
+        self.int8 = self._int8(net, calibration) if self.precision == "int8" else None
+        if self.int8 is not None and not precisions.native_bf16():
+            self.dtype = torch.float32  # the layers int8 leaves out: emulated bf16 would be ~50x slower
         if conv == "winograd" and not self.fast:
             raise ConfigError("conv=winograd: runs the paper's nets only; this net takes conv=direct (or auto)")
         # Winograd (NNPACK) computes in fp32 only
@@ -207,13 +214,29 @@ class Enhancer:
         # a copy: the caller's net keeps its device, dtype, layout and training mode
         self.net = copy.deepcopy(net).eval().to(self.device, self.dtype, memory_format=self.memory_format)
 
+    def _int8(self, net: torch.nn.Module, calibration) -> int8.Int8Net:
+        """N's and L's int8 layers, calibrated on ``calibration``; ConfigError, one line, where int8 cannot run."""
+        if reason := int8.unfit(net):
+            raise ConfigError(f"precision=int8: {reason}; use precision=bf16 or fp32")
+        if not self.stream:
+            given = "null" if self.tile is None else self.tile
+            raise ConfigError(f"precision=int8 computes in bands of rows: use tile=auto, not tile={given}")
+        if calibration is None:
+            raise ConfigError(
+                "precision=int8 needs calibration images: a folder or a few photos like the ones to enhance "
+                "(Enhancer(..., calibration=[...]); calibration=DIR on the command line)"
+            )
+        fp32 = copy.deepcopy(net).float().eval().cpu()  # quantised from the fp32 weights
+        return int8.Int8Net(fp32, int8.calibration_images(calibration))
+
     def __repr__(self) -> str:
         streamed = "bands" if self.dtype == torch.bfloat16 else "streamed rows"
         tiling = streamed if self.stream else ("whole images" if self.tile is None else f"{self.tile} px tiles")
         width = getattr(self.net, "width", None)
         return (
             f"Enhancer(gamma={self.gamma:g}, device={str(self.device)!r}, dtype={str(self.dtype).removeprefix('torch.')}, "
-            f"{tiling}, conv={self.conv!r}, " + (f"width={width})" if self.fast else f"net={type(self.net).__name__})")
+            f"{tiling}, conv={self.conv!r}, precision={self.precision!r}, "
+            + (f"width={width})" if self.fast else f"net={type(self.net).__name__})")
         )
 
     @classmethod
@@ -272,8 +295,8 @@ class Enhancer:
         return tuple(t.float().cpu().contiguous() for t in outputs)
 
     def _tiled(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if self.stream and self.dtype == torch.bfloat16:
-            return streaming.banded(self.net, batch, self.device, self.dtype, self.overlap)
+        if self.stream and (self.dtype == torch.bfloat16 or self.int8 is not None):
+            return streaming.banded(self.net, batch, self.device, self.dtype, self.overlap, self.int8)
         if self.stream:
             return streaming.stream(self.net, batch, self.device, self.dtype, self.overlap, self.conv == "winograd")
         n, _, height, width = batch.shape

@@ -2,7 +2,8 @@
 
 A CPU with AVX512_BF16 or AMX computes bf16 dot products at two to several times its fp32 rate;
 elsewhere PyTorch emulates bf16, about 50x slower than fp32. ``precision=auto`` therefore takes bf16
-only where the CPU has it natively, and never int8 (opt-in: it changes the images more).
+only where the CPU has it natively, and never int8 (opt-in: it changes the images more, and needs
+calibration images; :mod:`pairlie.int8`).
 """
 
 from __future__ import annotations
@@ -17,16 +18,13 @@ import torch
 from pairlie.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# the nets' parameters and maps; int8 runs N's and L's ReLU layers in int8, the rest in bf16
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.bfloat16}
 # /proc/cpuinfo flags of native bf16 and int8 dot products (x86)
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "amx_int8", "avx_vnni")
 # tests set this to act as another CPU, also in the CLI processes they start: space-separated flags
 FLAGS_VARIABLE = "PAIRLIE_CPU_FLAGS"
-# why precision=int8 is refused: see int8_unavailable()
-INT8_REASON = (
-    "no int8 scheme in this version meets its quality bound (0.05 dB PSNR, 0.003 SSIM of fp32); use precision=bf16"
-)
 
 
 @functools.cache
@@ -104,7 +102,15 @@ def resolve(
     if precision == "int8":
         if device.type != "cpu":
             raise ConfigError(f"{key}=int8 is a CPU path; use {key}=fp16 or bf16 on {device.type}")
-        raise ConfigError(f"{key}=int8: {INT8_REASON}")
+        if not native_int8():  # oneDNN's int8 sums without VNNI/AMX can saturate (the x86 default's 7-bit range)
+            raise ConfigError(
+                f"{key}=int8 needs int8 dot-product instructions ({', '.join(INT8_FLAGS)} in /proc/cpuinfo), "
+                f"which this CPU lacks; use {key}=fp32"
+            )
+        from pairlie.int8 import unavailable
+
+        if reason := unavailable():
+            raise ConfigError(f"{key}=int8: {reason}; use {key}=bf16 or fp32")
     if precision != "fp32" and conv == "winograd":
         raise ConfigError(f"conv=winograd computes in fp32 only (NNPACK); use {key}=fp32, or conv=auto for {precision}")
     return precision

@@ -7,6 +7,7 @@ net has the paper's structure; any other net runs whole or in tiles (:mod:`pairl
 
 from __future__ import annotations
 
+import functools
 from itertools import pairwise
 
 import torch
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from pairlie import precision as precisions
 from pairlie import winograd
+from pairlie.int8 import Int8Net, quantize
 from pairlie.nets import ConvNet, PairLIENet
 
 # the activations the streamed layers apply after a convolution
@@ -62,30 +64,35 @@ def conv_reflect(
     (:func:`winograd_pays`), the rings direct. ``relu``: the ReLU fused into the convolution
     (:func:`pairlie.precision.conv2d_relu`; only where :func:`pairlie.precision.fuses_relu`).
     """
-    weight, bias = conv.weight, conv.bias
-    if x.dtype != weight.dtype:  # bf16 nets: the denoised X comes out of N in fp32 (_activate)
-        x = x.to(weight.dtype)
+    if isinstance(conv, torch.nn.Conv2d):
+        weight, bias = conv.weight, conv.bias
+        if x.dtype != weight.dtype:  # bf16 nets: the denoised X comes out of N in fp32 (_activate)
+            x = x.to(weight.dtype)
+        if relu:
+            apply = functools.partial(precisions.conv2d_relu, weight=weight, bias=bias)
+        else:
+            apply = functools.partial(_conv, weight=weight, bias=bias)
+    else:  # an int8 layer (pairlie.int8.Int8Conv): its ReLU and output scale inside
+        apply = conv
     padding = (0 if rows_padded else 1, 1)
     if fast and winograd_pays(conv):
-        y = winograd.conv2d(x, weight, bias, padding)
-    elif relu:
-        y = precisions.conv2d_relu(x, weight, bias, padding)
+        y = winograd.conv2d(x, conv.weight, conv.bias, padding)
     else:
-        y = F.conv2d(x, weight, bias, padding=padding)
+        y = apply(x, padding=padding)
     height, width = x.shape[-2:]
     top, bottom, left, right = borders
     # the rings, each side's from its reflected three-pixel strip: both columns in one convolution,
     # then both rows (which overwrite the corners: the column strips are zero-padded above and below)
     columns = ([1, 0, 1] if left else []) + ([width - 2, width - 1, width - 2] if right else [])
     if columns:
-        out = _ring(x[..., columns], weight, bias, (0 if rows_padded else 1, 0), relu)
+        out = apply(x[..., columns], padding=(0 if rows_padded else 1, 0))
         if left:
             y[..., :1] = out[..., :1]
         if right:
             y[..., -1:] = out[..., -1:]
     rows = ([1, 0, 1] if top else []) + ([height - 2, height - 1, height - 2] if bottom else [])
     if rows and not rows_padded:
-        out = _ring(F.pad(x[..., rows, :], (1, 1, 0, 0), mode="reflect"), weight, bias, (0, 0), relu)
+        out = apply(F.pad(x[..., rows, :], (1, 1, 0, 0), mode="reflect"), padding=(0, 0))
         if top:
             y[..., :1, :] = out[..., :1, :]
         if bottom:
@@ -93,10 +100,8 @@ def conv_reflect(
     return y
 
 
-def _ring(strip: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int], relu: bool) -> Tensor:
-    """A layer's border rows or columns from their reflected strips: the first and last of the output are the rings."""
-    out = F.conv2d(strip, weight, bias, padding=padding)
-    return torch.relu_(out) if relu else out
+def _conv(x: Tensor, padding: tuple[int, int], weight: Tensor, bias: Tensor | None) -> Tensor:
+    return F.conv2d(x, weight, bias, padding=padding)
 
 
 def streamable(net: torch.nn.Module) -> bool:
@@ -150,7 +155,12 @@ def _activate(y: Tensor, relu: bool) -> Tensor:
 
 
 def forward(
-    net: PairLIENet, x: Tensor, borders: Borders = (True, True, True, True), fast: bool = False, trim: bool = False
+    net: PairLIENet,
+    x: Tensor,
+    borders: Borders = (True, True, True, True),
+    fast: bool = False,
+    trim: bool = False,
+    int8: Int8Net | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``net(x)`` (illumination, reflectance, denoised) with :func:`conv_reflect` for every layer.
 
@@ -158,26 +168,34 @@ def forward(
     ``trim``: after each layer, drop the output row on each side of ``x`` that is not an image
     border (the one its zero padding reached), so no layer computes rows that are discarded
     anyway; the denoised map then lacks N's depth of rows on those sides, L and R N's plus their own.
+    ``int8``: the parts it holds run its int8 layers (:mod:`pairlie.int8`); give ``x`` in fp32 then.
     """
     top, bottom = borders[:2]
 
-    def run(convnet: ConvNet, h: Tensor) -> Tensor:
-        for conv, relu in _layers(convnet):
+    def run(name: str, h: Tensor) -> Tensor:
+        layers = _layers(getattr(net, name))
+        steps = [(conv, relu, relu and not fast and precisions.fuses_relu(conv.weight.dtype)) for conv, relu in layers]
+        if int8 is not None and name in int8.layers:  # its int8 ReLU layers, then the net's own last layer
+            h = quantize(h, int8.layers[name][0].scale)
+            steps = [(layer, True, True) for layer in int8.layers[name]] + steps[len(int8.layers[name]) :]
+        for conv, relu, fused in steps:
             h = h.contiguous(memory_format=layout(fast))
-            fused = relu and not fast and precisions.fuses_relu(conv.weight.dtype)
             h = conv_reflect(h, conv, borders, fast=fast, relu=fused)
             if trim:
                 h = h[..., (0 if top else 1) : h.shape[2] - (0 if bottom else 1), :]
             h = h if fused else _activate(h, relu)
         return h
 
-    denoised = run(net.denoiser, x)
-    inputs = denoised.to(net.illumination.convs()[0].weight.dtype)  # converted once for L and R
-    return run(net.illumination, inputs), run(net.reflectance, inputs), denoised
+    denoised = run("denoiser", x)
+    inputs = denoised.to(net.reflectance.convs()[0].weight.dtype)  # converted once for L and R
+    illumination = run("illumination", denoised if int8 is not None and "illumination" in int8.layers else inputs)
+    return illumination, run("reflectance", inputs), denoised
 
 
 @torch.no_grad()
-def banded(net: PairLIENet, image: Tensor, device: torch.device, dtype: torch.dtype, margin: int) -> tuple[Tensor, ...]:
+def banded(
+    net: PairLIENet, image: Tensor, device: torch.device, dtype: torch.dtype, margin: int, int8: Int8Net | None = None
+) -> tuple[Tensor, ...]:
     """(illumination, reflectance, denoised) of an N×3×H×W image in whole-width bands, each computed on its own.
 
     The bf16 path on a CPU. A band is computed with :func:`forward` from its rows plus ``margin``
@@ -186,6 +204,7 @@ def banded(net: PairLIENet, image: Tensor, device: torch.device, dtype: torch.dt
     row stream's copies of each layer's input (:func:`stream`) cost a sixth of the time (measured
     on AMX). Bands hold ``BF16_BAND_PIXELS`` pixels and at least ``BF16_BAND_ROWS`` rows; images
     wider than ``STREAM_WIDTH`` are cut into column pieces with ``margin`` pixels of context.
+    ``int8``: N and L in int8 (:mod:`pairlie.int8`), R in ``dtype``.
     """
     n, _, height, width = image.shape
     parts = (net.illumination, net.reflectance, net.denoiser)
@@ -199,10 +218,10 @@ def banded(net: PairLIENet, image: Tensor, device: torch.device, dtype: torch.dt
         rows = max(BF16_BAND_ROWS, BF16_BAND_PIXELS // (cright - cleft))
         for top, bottom, ctop, cbottom in split(height, rows, margin):
             borders = (ctop == 0, cbottom == height, cleft == 0, cright == width)
-            patch = (
-                image[..., ctop:cbottom, cleft:cright].to(device, dtype).contiguous(memory_format=torch.channels_last)
-            )
-            for full, out, lost in zip(outputs, forward(net, patch, borders, trim=True), trimmed, strict=True):
+            patch = image[..., ctop:cbottom, cleft:cright].to(device, torch.float32 if int8 else dtype)
+            patch = patch.contiguous(memory_format=torch.channels_last)  # int8: N quantises the fp32 image
+            results = forward(net, patch, borders, trim=True, int8=int8)
+            for full, out, lost in zip(outputs, results, trimmed, strict=True):
                 first = ctop + (0 if borders[0] else lost)  # the image row of out's first row
                 inner = out[..., top - first : bottom - first, left - cleft : right - cleft]
                 full[..., top:bottom, left:right] = inner.float().cpu()

@@ -35,6 +35,7 @@ def test(cfg: DictConfig) -> dict:
         tile=cfg.tile,
         conv=cfg.conv,
         precision=cfg.precision,
+        calibration=cfg.calibration,
     )
     lpips, reason = make_lpips(str(enhancer.device)) if cfg.lpips else (None, "disabled (lpips=false)")
     if reason and cfg.lpips is True:  # asked for by name: say why not; under auto, metrics.json records it
@@ -63,6 +64,8 @@ def test(cfg: DictConfig) -> dict:
         "conv": enhancer.conv,  # winograd or direct: equal to float rounding, the scores to 0.001 dB (docs/enhancing.md)
         "precision": enhancer.precision,  # fp32: the paper's protocol; bf16 scores within 0.01 dB (tested)
     }
+    if enhancer.int8 is not None:
+        meta["calibration"] = {"source": str(cfg.calibration), "images": enhancer.int8.calibrated}
     metrics = write_results(result, out_dir, meta)
     report = write_report(result, metrics, out_dir)
     print_summary(metrics)

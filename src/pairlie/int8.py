@@ -1,0 +1,198 @@
+"""``precision=int8`` on a CPU: calibrated static quantisation of N and L, with R in bf16.
+
+The scheme is the one that measured within 0.05 dB PSNR and 0.003 SSIM of fp32 on LOL-test and
+SICE-test (docs/benchmark.md): the ReLU layers of the denoiser N and the illumination net L run in
+int8 (oneDNN's int8 kernels: VNNI or AMX where the CPU has them); their last layers and the
+reflectance net R, which int8 visibly degrades, run in bf16. Weights are int8, per output channel,
+symmetric; activations uint8 per tensor. The image and N's output X enter at a fixed scale of
+1/255 (an 8-bit image is then exact); the other activations at scales that torch.ao's histogram
+observer calibrates on images like the ones to enhance.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers torch.ops.quantized_decomposed)
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torch.ao.quantization import HistogramObserver, PerChannelMinMaxObserver
+
+from pairlie.errors import ConfigError, DataError
+from pairlie.images import load_image, to_tensor
+from pairlie.nets import ConvNet, PairLIENet
+
+# the parts computed in int8 (attribute names of PairLIENet); R stays bf16
+INT8_PARTS = ("denoiser", "illumination")
+# inputs in [0, 1] (the image, N's sigmoid output): the 8-bit grid
+UNIT_SCALE = 1 / 255
+# calibration: at most this many images, each at most this many pixels a side (centre crops)
+CALIBRATION_IMAGES = 12
+CALIBRATION_SIZE = 512
+
+
+class Int8Conv:
+    """One 3x3 convolution and its ReLU in int8: uint8 input at ``scale``, per-channel int8 weights.
+
+    It writes uint8 at ``out_scale`` (the next layer's input scale), or bf16 where ``out_scale``
+    is None (the input of the last layer, which runs in bf16). Called as ``layer(x, padding)``, so
+    the streaming code runs it as it runs a convolution: the whole band and its reflected rings.
+    """
+
+    def __init__(self, conv: torch.nn.Conv2d, scale: float, out_scale: float | None) -> None:
+        weight = conv.weight.detach().float()
+        observer = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+        observer(weight)
+        self.weight_scale, self.weight_zero = observer.calculate_qparams()
+        weight = torch.ops.quantized_decomposed.quantize_per_channel(
+            weight, self.weight_scale, self.weight_zero, 0, -128, 127, torch.int8
+        )
+        self.scale, self.out_scale = float(scale), out_scale
+        self.bias = None if conv.bias is None else conv.bias.detach().float()
+        self.packed = torch.ops.onednn.qconv_prepack(
+            weight, self.weight_scale, self.scale, 0, [1, 1], [1, 1], [1, 1], 1, None
+        )
+
+    def __call__(self, x: Tensor, padding: tuple[int, int]) -> Tensor:
+        bf16 = self.out_scale is None
+        return torch.ops.onednn.qconv2d_pointwise(
+            x.contiguous(memory_format=torch.channels_last), self.scale, 0, self.packed,
+            self.weight_scale, self.weight_zero, self.bias, [1, 1], list(padding), [1, 1], 1,
+            1.0 if bf16 else self.out_scale, 0, torch.bfloat16 if bf16 else None, "relu", [], "",
+        )  # fmt: skip
+
+
+def quantize(x: Tensor, scale: float) -> Tensor:
+    """``x`` (float, >= 0) as uint8 at ``scale``, zero point 0, channels-last: a layer's int8 input."""
+    x = x.float().contiguous(memory_format=torch.channels_last)
+    return torch.ops.quantized_decomposed.quantize_per_tensor(x, scale, 0, 0, 255, torch.uint8)
+
+
+class Int8Net:
+    """The ReLU layers of N and L of a :class:`PairLIENet` as :class:`Int8Conv` s, calibrated on ``images``.
+
+    The last layer of each stays in the net's own bf16: in int8 its weights cost 0.026 dB and
+    0.003 SSIM on LOL-test. ``images``: N×3×H×W or 3×H×W float tensors in [0, 1] like the ones to
+    enhance (low-light photos); the first :data:`CALIBRATION_IMAGES` are used, centre-cropped to
+    :data:`CALIBRATION_SIZE`. ``net`` must be fp32 (the weights are quantised from it).
+    """
+
+    def __init__(self, net: PairLIENet, images: Iterable[Tensor]) -> None:
+        convs = {name: getattr(net, name).convs()[:-1] for name in INT8_PARTS}  # the ReLU layers
+        observers = {
+            name: [HistogramObserver(dtype=torch.quint8, reduce_range=False) for _ in c] for name, c in convs.items()
+        }
+        hooks = [
+            conv.register_forward_pre_hook(lambda module, args, observer=observer: observer(args[0].detach()))
+            for name in INT8_PARTS
+            for conv, observer in zip(convs[name][1:], observers[name][1:], strict=True)  # the first: UNIT_SCALE
+        ]
+        count = 0
+        try:
+            with torch.no_grad(), torch.autocast("cpu", enabled=False):
+                for image in images:
+                    batch = image[None] if image.dim() == 3 else image
+                    top = max(0, (batch.shape[-2] - CALIBRATION_SIZE) // 2)
+                    left = max(0, (batch.shape[-1] - CALIBRATION_SIZE) // 2)
+                    net(batch[..., top : top + CALIBRATION_SIZE, left : left + CALIBRATION_SIZE].float())
+                    count += 1
+                    if count == CALIBRATION_IMAGES:
+                        break
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if not count:
+            raise ValueError("no calibration images")
+        self.calibrated = count
+        self.layers: dict[str, list[Int8Conv]] = {}
+        for name in INT8_PARTS:
+            scales = [UNIT_SCALE] + [float(o.calculate_qparams()[0]) for o in observers[name][1:]]
+            outs = [*scales[1:], None]  # each layer writes at the next one's scale; the last ReLU layer bf16
+            self.layers[name] = [
+                Int8Conv(conv, scale, out) for conv, scale, out in zip(convs[name], scales, outs, strict=True)
+            ]
+
+
+def _activations(part: ConvNet) -> list[torch.nn.Module]:
+    return list(part.layers)[2::3]
+
+
+@functools.cache
+def unavailable() -> str | None:
+    """Why oneDNN's int8 convolution cannot run in this PyTorch, or None (checked once per process)."""
+    generator = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(8, 8, 3, 3, generator=generator) * 0.2)
+    x = torch.randint(0, 256, (1, 8, 6, 7), generator=generator, dtype=torch.uint8)
+    try:
+        got = Int8Conv(conv, 0.01, None)(x, (1, 1)).float()
+    except (RuntimeError, AttributeError) as error:
+        return f"this PyTorch lacks oneDNN's int8 convolution ({str(error).splitlines()[0]})"
+    weight = conv.weight.detach()
+    scale = weight.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
+    want = torch.relu(F.conv2d(x.float() * 0.01, (weight / scale).round() * scale, conv.bias.detach(), padding=1))
+    if got.shape != want.shape or (got - want).abs().max() > 0.02 * want.abs().max():
+        return "oneDNN's int8 convolution differs from its float reference here"
+    return None
+
+
+def unfit(net: torch.nn.Module) -> str | None:
+    """Why the int8 scheme does not apply to ``net``, or None: it is measured for the paper's N and L only."""
+    from pairlie.streaming import streamable
+
+    if not streamable(net):
+        return "it runs the paper's nets only (a PairLIENet of ReflectionPad2d, 3x3 conv and ReLU blocks)"
+    for name in INT8_PARTS:
+        activations = _activations(getattr(net, name))
+        if type(activations[-1]) is not torch.nn.Sigmoid or any(type(a) is not torch.nn.ReLU for a in activations[:-1]):
+            return f"it needs ReLU layers and a sigmoid output in {name}, as the paper's nets have"
+    return None
+
+
+def calibration_images(items: Iterable | str | Path) -> list[Tensor]:
+    """Up to :data:`CALIBRATION_IMAGES` 3×H×W float tensors from ``items``: image paths, PIL images, uint8
+    H×W×3 arrays or float tensors in [0, 1]. A folder stands for the images in it and below, evenly
+    spread; files that cannot be read are passed over (the enhancing names them)."""
+    from pairlie.folders import collect_inputs  # folders imports the Enhancer, which imports this
+
+    if isinstance(items, (str, Path)):
+        items = [items]
+    images: list[Tensor] = []
+    for item in items:
+        if isinstance(item, (str, Path)):
+            path = Path(item).expanduser()
+            if not path.exists():
+                raise ConfigError(f"calibration={item}: no such file or folder")
+            paths = [found for found, _ in collect_inputs(path).items] if path.is_dir() else [path]
+            picked = spread(paths)
+            for found in picked + [p for p in paths if p not in picked]:  # the others stand in for broken ones
+                if len(images) == CALIBRATION_IMAGES:
+                    break
+                try:
+                    images.append(load_image(found))
+                except DataError:
+                    continue
+        elif isinstance(item, Image.Image):
+            images.append(to_tensor(np.asarray(item.convert("RGB"))))
+        elif isinstance(item, np.ndarray):
+            images.append(to_tensor(item))
+        elif isinstance(item, Tensor):
+            images.append(item.float().cpu())
+        else:
+            raise ConfigError(f"calibration: cannot read a {type(item).__name__}; give image paths, a folder or images")
+        if len(images) >= CALIBRATION_IMAGES:
+            break
+    if not images:
+        raise ConfigError("calibration: no readable images; give a folder or a few photos like the ones to enhance")
+    return images[:CALIBRATION_IMAGES]
+
+
+def spread(paths: list) -> list:
+    """At most :data:`CALIBRATION_IMAGES` of ``paths``, evenly spread (a folder of scenes gives several scenes)."""
+    return paths[:: max(1, len(paths) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]
