@@ -1,7 +1,9 @@
-"""precision=auto|fp32|bf16|fp16|int8: what each resolves to on which CPU, bf16 numerics, and the bf16 training note.
+"""precision=auto|fp32|bf16|fp16|int8: what each resolves to on which CPU, bf16 numerics and the bf16 and int8 bounds.
 
 conftest.py makes every test see an AVX2-only CPU; the tests here set the flags of other CPUs.
 """
+
+import functools
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ CPU = torch.device("cpu")
 AVX2 = "fpu sse avx avx2 fma"  # a Zen 2/3 EPYC: bf16 emulated, int8 through AVX2
 ZEN4 = "avx2 avx512f avx512_bf16 avx512_vnni"
 SAPPHIRE_RAPIDS = "avx2 avx512f avx512_vnni avx_vnni amx_bf16 amx_int8 amx_tile"
+REAL_INT8 = any(flag in precision._cpuinfo()[1] for flag in precision.INT8_FLAGS)  # this machine, not the mock
 
 
 def plain(net, image):
@@ -126,7 +129,7 @@ def test_bf16_bands_equal_bf16_whole_images(sharp_net, monkeypatch):
         ({"half": True}, "half=true needs a GPU"),
         ({"half": True, "precision": "bf16"}, "half=true and precision=bf16: half=true means precision=fp16"),
         ({"precision": "bf16", "conv": "winograd"}, "conv=winograd computes in fp32 only"),
-        ({"precision": "int8"}, "precision=int8: no int8 scheme"),
+        ({"precision": "int8"}, "precision=int8 needs int8 dot-product instructions"),
     ],
 )
 def test_bad_precisions_are_one_line_naming_the_key(sharp_net, kwargs, message):
@@ -160,18 +163,45 @@ def _scores(enhancer, folder, step):
     return result.mean("psnr"), result.mean("ssim"), len(pairs)
 
 
+@functools.cache
+def _exact_scores(folder: str, gamma: float, step: int) -> tuple[float, float, int]:
+    """The fp32 exact path's scores, computed once for the bf16 and the int8 bounds."""
+    exact = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=gamma, device="cpu", conv="direct")
+    return _scores(exact, SHARED_DATA / folder, step)
+
+
+QUALITY_SETS = [("LOL-test", 0.14, 1, 15), ("SICE-test", 0.2, 10, 15)]  # all of LOL-test, every 10th SICE-test
+
+
 @pytest.mark.slow
 @RunIf(shared=True)
 @pytest.mark.skipif(not precision.native_bf16(), reason="this CPU emulates bf16 (~50x slower); numerics tested above")
-@pytest.mark.parametrize(("folder", "gamma", "step", "count"), [("LOL-test", 0.14, 1, 15), ("SICE-test", 0.2, 10, 15)])
+@pytest.mark.parametrize(("folder", "gamma", "step", "count"), QUALITY_SETS)
 def test_bf16_scores_within_0_01_db_and_0_002_ssim_of_fp32(folder, gamma, step, count):
-    """The official weights on all of LOL-test and every 10th SICE-test image (minutes on a 2-core CPU)."""
-    exact = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=gamma, device="cpu", conv="direct")
+    """The official weights (minutes on a 2-core CPU)."""
     fast = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=gamma, device="cpu", precision="bf16")
-    psnr, ssim, n = _scores(exact, SHARED_DATA / folder, step)
+    psnr, ssim, n = _exact_scores(folder, gamma, step)
     psnr16, ssim16, _ = _scores(fast, SHARED_DATA / folder, step)
     assert n == count and fast.dtype == torch.bfloat16
     assert abs(psnr16 - psnr) <= 0.01 and abs(ssim16 - ssim) <= 0.002, (psnr, psnr16, ssim, ssim16)
+
+
+@pytest.mark.slow
+@RunIf(shared=True)
+@pytest.mark.skipif(not REAL_INT8, reason="this CPU has no int8 dot products (VNNI/AMX): pairlie refuses int8 on it")
+@pytest.mark.parametrize(("folder", "gamma", "step", "count"), QUALITY_SETS)
+def test_int8_scores_within_0_05_db_and_0_003_ssim_of_fp32(monkeypatch, folder, gamma, step, count):
+    """The official weights, calibrated on 12 training images (never test images)."""
+    monkeypatch.setenv(precision.FLAGS_VARIABLE, SAPPHIRE_RAPIDS)
+    calibration = sorted((SHARED_DATA / "LOL-train-subset").rglob("*.png"))[::2][:6]
+    calibration += sorted((SHARED_DATA / "SICE-train").rglob("*.JPG"))[::60][:6]
+    fast = Enhancer.from_checkpoint(
+        OFFICIAL_WEIGHTS, gamma=gamma, device="cpu", precision="int8", calibration=calibration
+    )
+    psnr, ssim, n = _exact_scores(folder, gamma, step)
+    psnr8, ssim8, _ = _scores(fast, SHARED_DATA / folder, step)
+    assert n == count and fast.int8.calibrated == 12
+    assert abs(psnr8 - psnr) <= 0.05 and abs(ssim8 - ssim) <= 0.003, (psnr, psnr8, ssim, ssim8)
 
 
 def test_the_relu_fused_into_bf16_convolutions_changes_nothing(sharp_net, monkeypatch):
