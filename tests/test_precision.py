@@ -152,6 +152,8 @@ def test_validation_precision_is_checked_and_used(sharp_net):
 
     with pytest.raises(ConfigError, match=r"^model.val_precision='half': must be one of"):
         PairLIEModule(width=8, val_precision="half")
+    with pytest.raises(ConfigError, match=r"^model.val_precision=int8: validation runs fp32 or bf16; score int8"):
+        PairLIEModule(width=8, val_precision="int8")
     assert PairLIEModule(width=8).hparams.val_precision == "fp32"
 
 

@@ -118,6 +118,11 @@ class PairLIEModule(L.LightningModule):
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
         if val_precision not in PRECISIONS:
             raise ConfigError(f"model.val_precision={val_precision!r}: must be one of {', '.join(PRECISIONS)}")
+        if val_precision == "int8":  # it needs calibration images, which validation has none of
+            raise ConfigError(
+                "model.val_precision=int8: validation runs fp32 or bf16; score int8 after training with "
+                "pairlie-test precision=int8 calibration=DIR"
+            )
         if not isinstance(width, int) or width < 1:
             raise ConfigError(f"model.width={width!r}: must be a positive integer (64 in the paper)")
         if net is None:
