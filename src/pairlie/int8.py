@@ -33,7 +33,7 @@ INT8_PARTS = ("denoiser", "illumination")
 UNIT_SCALE = 1 / 255
 # calibration: at most this many images, each at most this many pixels a side (centre crops)
 CALIBRATION_IMAGES = 12
-CALIBRATION_SIZE = 512
+CALIBRATION_SIZE = 256
 
 
 class Int8Conv:
@@ -99,7 +99,8 @@ class Int8Net:
                     batch = image[None] if image.dim() == 3 else image
                     top = max(0, (batch.shape[-2] - CALIBRATION_SIZE) // 2)
                     left = max(0, (batch.shape[-1] - CALIBRATION_SIZE) // 2)
-                    net(batch[..., top : top + CALIBRATION_SIZE, left : left + CALIBRATION_SIZE].float())
+                    crop = batch[..., top : top + CALIBRATION_SIZE, left : left + CALIBRATION_SIZE].float()
+                    net.illumination(net.denoiser(crop))  # R is not quantised: not run
                     count += 1
                     if count == CALIBRATION_IMAGES:
                         break
