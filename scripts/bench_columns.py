@@ -10,7 +10,9 @@
 - ``pairlie_winograd``: the same with ``conv="winograd"``; ``pairlie_exact_default_malloc``: the
   exact column without the allocator setting.
 - ``pairlie_bf16``: the Enhancer with ``precision="bf16"`` (inference only; refused where the CPU
-  emulates bf16, which would take an hour).
+  emulates bf16, which would take an hour). ``pairlie_int8``: ``precision="int8"``, calibrated on
+  12 training images (6 LOL-train-subset, 6 SICE-train; never test images); refused where the CPU
+  has no int8 dot products, as pairlie refuses it.
 - ``onnxruntime``, ``openvino``: the model as pairlie's exporter writes it (N, H, W dynamic,
   reflection padding inside), exported when the worker starts, run on the CPU with torch's thread count;
   ``openvino`` in fp32, ``openvino_default`` in OpenVINO's default precision (bf16 where the CPU has it):
@@ -33,6 +35,7 @@ import numpy as np
 import torch
 from bench_common import Unavailable
 
+from pairlie.errors import ConfigError
 from pairlie.nets import PairLIENet
 from pairlie.precision import native_bf16
 
@@ -41,9 +44,9 @@ PATCH = 128
 GAMMA = 0.2
 PUBLISHED, EXACT, WINOGRAD = "published", "pairlie_exact", "pairlie_winograd"
 ORT, OPENVINO, DEFAULT_MALLOC = "onnxruntime", "openvino", "pairlie_exact_default_malloc"
-BF16, OPENVINO_DEFAULT = "pairlie_bf16", "openvino_default"
-PAIRLIE_CONV = {EXACT: "direct", WINOGRAD: "winograd", DEFAULT_MALLOC: "direct", BF16: "direct"}
-PAIRLIE_PRECISION = {BF16: "bf16"}  # the others: fp32
+BF16, INT8, OPENVINO_DEFAULT = "pairlie_bf16", "pairlie_int8", "openvino_default"
+PAIRLIE_CONV = {EXACT: "direct", WINOGRAD: "winograd", DEFAULT_MALLOC: "direct", BF16: "direct", INT8: "direct"}
+PAIRLIE_PRECISION = {BF16: "bf16", INT8: "int8"}  # the others: fp32
 BENCH_EXTRA = 'pip install "pairlie[bench]"'
 
 
@@ -243,9 +246,21 @@ class Pairlie(Side):
         precision = PAIRLIE_PRECISION.get(self.kind, "fp32")
         if precision == "bf16" and self.device.type == "cpu" and not native_bf16():
             raise Unavailable("this CPU emulates bf16 (no avx512_bf16 or amx_bf16): ~50x slower than fp32")
-        self.enhancer = Enhancer(
-            official_net(), gamma=GAMMA, device=str(self.device), conv=self.conv, precision=precision
-        )
+        calibration = None
+        if precision == "int8":
+            calibration = sorted((self.data_dir / "LOL-train-subset").rglob("*.png"))[::2][:6]
+            calibration += sorted((self.data_dir / "SICE-train").rglob("*.JPG"))[::60][:6]
+        try:
+            self.enhancer = Enhancer(
+                official_net(),
+                gamma=GAMMA,
+                device=str(self.device),
+                conv=self.conv,
+                precision=precision,
+                calibration=calibration,
+            )
+        except ConfigError as error:  # int8 on a CPU without VNNI/AMX, or off the CPU
+            raise Unavailable(str(error)) from None
         resolved = self.enhancer.conv
         if resolved != self.conv:
             raise Unavailable(f"Enhancer(conv={self.conv!r}) runs conv={resolved!r} here")
@@ -362,7 +377,7 @@ class OpenVino(Side):
 
 
 SIDES = {PUBLISHED: Published, EXACT: Pairlie, WINOGRAD: Pairlie, DEFAULT_MALLOC: Pairlie, ORT: OnnxRuntime}
-SIDES.update({OPENVINO: OpenVino, OPENVINO_DEFAULT: OpenVino, BF16: Pairlie})
+SIDES.update({OPENVINO: OpenVino, OPENVINO_DEFAULT: OpenVino, BF16: Pairlie, INT8: Pairlie})
 
 
 def serve(conn, kind: str, device: str, data: str, scene_limit: int | None) -> None:

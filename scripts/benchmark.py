@@ -10,7 +10,8 @@ Winograd (``conv="winograd"``, issue 15); ONNX Runtime and OpenVINO (inference o
 the ``bench`` extra) on the model as ``pairlie-export`` writes it, exported outside the timed
 section, with torch's thread count, each output checked against pairlie exact's; in full mode
 also pairlie exact without its allocator setting. Inference only: pairlie bf16 (``precision="bf16"``,
-where the CPU has native bf16) and OpenVINO in its default precision (bf16 on such CPUs), each
+where the CPU has native bf16), pairlie int8 (``precision="int8"``, where it has int8 dot products)
+and OpenVINO in its default precision (bf16 on such CPUs), each
 with its quality on LOL-test (``quality_lol``: PSNR/SSIM and the difference from pairlie exact).
 ``machine.cpu`` records the CPU: model, its bf16/int8 flags, PyTorch's capability.
 
@@ -41,6 +42,7 @@ from bench_columns import (
     BF16,
     DEFAULT_MALLOC,
     EXACT,
+    INT8,
     OPENVINO,
     OPENVINO_DEFAULT,
     ORT,
@@ -73,6 +75,8 @@ SPEEDUPS = [
     (WINOGRAD, OPENVINO),
     (BF16, EXACT),
     (BF16, OPENVINO_DEFAULT),
+    (INT8, EXACT),
+    (INT8, OPENVINO_DEFAULT),
     (OPENVINO_DEFAULT, EXACT),
     (BF16_MIXED, EXACT),
 ]
@@ -233,7 +237,7 @@ def fits_big(worker: Worker, measured: tuple[int, int]) -> str | None:
 
 def big_image(args, workers: dict[str, Worker], skipped: dict[str, str]) -> dict:
     """4000×3000: pairlie's columns in fresh workers (their peak RSS is the image's); the others where memory allows."""
-    fresh = start([EXACT, WINOGRAD, BF16], args, {})
+    fresh = start([EXACT, WINOGRAD, BF16, INT8], args, {})
     for worker in fresh.values():
         worker("infer", 400, 600, 1, False)  # warm-up on a small image: the peak stays the big image's
     others = {}
@@ -346,7 +350,7 @@ def main() -> None:
     quick = args.quick
     skipped: dict[str, str] = {}
     training = [PUBLISHED, EXACT, WINOGRAD] + ([] if quick else [DEFAULT_MALLOC])
-    kinds = training + [ORT, OPENVINO, OPENVINO_DEFAULT, BF16]
+    kinds = training + [ORT, OPENVINO, OPENVINO_DEFAULT, BF16, INT8]
     if args.columns and not args.inference_only:
         sys.exit("error: --columns needs --inference-only (the training sections compare fixed columns)")
     if args.columns:  # fewer worker processes: less for a busy machine to interleave
@@ -383,7 +387,7 @@ def main() -> None:
     result["infer_600x400"] = infer_figures(workers, 400, 600, 3 if quick else 7)
     note("done: 600x400")
     # quick: pairlie's columns and what a user of OpenVINO gets, no warm-up (the 600x400 runs warmed them up)
-    ours = {kind: workers[kind] for kind in (EXACT, WINOGRAD, BF16, OPENVINO_DEFAULT) if kind in workers}
+    ours = {kind: workers[kind] for kind in (EXACT, WINOGRAD, BF16, INT8, OPENVINO_DEFAULT) if kind in workers}
     result["infer_1920x1080"] = infer_figures(ours if quick else workers, 1080, 1920, 1 if quick else 3, not quick)
     note("done: 1920x1080")
     result["peak_rss_mb"] = {kind: worker("peak_rss_mb") for kind, worker in workers.items()}
