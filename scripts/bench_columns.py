@@ -45,6 +45,8 @@ GAMMA = 0.2
 PUBLISHED, EXACT, WINOGRAD = "published", "pairlie_exact", "pairlie_winograd"
 ORT, OPENVINO, DEFAULT_MALLOC = "onnxruntime", "openvino", "pairlie_exact_default_malloc"
 BF16, INT8, OPENVINO_DEFAULT = "pairlie_bf16", "pairlie_int8", "openvino_default"
+ORT_INT8 = "onnxruntime_int8"
+LAST_BLOCK = ("layers.12", "layers.13", "layers.14")  # the official nets' last [pad, conv, sigmoid]
 PAIRLIE_CONV = {EXACT: "direct", WINOGRAD: "winograd", DEFAULT_MALLOC: "direct", BF16: "direct", INT8: "direct"}
 PAIRLIE_PRECISION = {BF16: "bf16", INT8: "int8"}  # the others: fp32
 BENCH_EXTRA = 'pip install "pairlie[bench]"'
@@ -246,10 +248,7 @@ class Pairlie(Side):
         precision = PAIRLIE_PRECISION.get(self.kind, "fp32")
         if precision == "bf16" and self.device.type == "cpu" and not native_bf16():
             raise Unavailable("this CPU emulates bf16 (no avx512_bf16 or amx_bf16): ~50x slower than fp32")
-        calibration = None
-        if precision == "int8":
-            calibration = sorted((self.data_dir / "LOL-train-subset").rglob("*.png"))[::2][:6]
-            calibration += sorted((self.data_dir / "SICE-train").rglob("*.JPG"))[::60][:6]
+        calibration = calibration_images(self.data_dir) if precision == "int8" else None
         try:
             self.enhancer = Enhancer(
                 official_net(),
@@ -328,8 +327,52 @@ def cpu_runtime(device: torch.device, name: str):
         raise Unavailable(f"{name} is not installed ({BENCH_EXTRA})") from None
 
 
+def calibration_images(data: Path) -> list[Path]:
+    """The 12 training images int8 columns calibrate on: 6 LOL-train-subset, 6 SICE-train (never test images)."""
+    images = sorted((data / "LOL-train-subset").rglob("*.png"))[::2][:6]
+    return images + sorted((data / "SICE-train").rglob("*.JPG"))[::60][:6]
+
+
+def qdq_model(data: Path) -> bytes:
+    """pairlie's exported model with ONNX Runtime's static QDQ int8 quantisation of the layers pairlie's int8 runs
+    in int8 (N's and L's ReLU layers; R and the last layers stay fp32), MinMax-calibrated on 256x256 crops."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from pairlie.images import load_image
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            crops = [load_image(path)[None, :, :256, :256].numpy() for path in calibration_images(data)]
+            self.feeds = iter({"image": crop} for crop in crops)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        source.write_bytes(onnx_model())
+        import onnx
+
+        nodes = [node.name for node in onnx.load(source).graph.node]
+        # /net/<part>/layers/layers.<i>/<op>: the official net's last block is layers 12-14
+        in_int8 = [n.split("/")[2:5:2] for n in nodes]
+        float_nodes = [
+            n
+            for n, where in zip(nodes, in_int8, strict=True)
+            if len(where) < 2 or where[0] not in ("denoiser", "illumination") or where[1] in LAST_BLOCK
+        ]
+        quantize_static(
+            str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes,
+        )  # fmt: skip
+        return target.read_bytes()
+
+
 class OnnxRuntime(Side):
-    """ONNX Runtime, CPU execution provider, intra-op threads = torch's threads, on pairlie's exported model."""
+    """ONNX Runtime, CPU execution provider, intra-op threads = torch's threads, on pairlie's exported model.
+
+    ``onnxruntime_int8``: on its static QDQ int8 quantisation (:func:`qdq_model`).
+    """
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
@@ -337,7 +380,8 @@ class OnnxRuntime(Side):
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3  # not the note that gamma, having a default, can be overridden
-        self.session = ort.InferenceSession(onnx_model(), options, providers=["CPUExecutionProvider"])
+        model = qdq_model(self.data_dir) if self.kind == ORT_INT8 else onnx_model()
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.info.update(version=ort.__version__, intra_op_num_threads=options.intra_op_num_threads)
 
@@ -377,7 +421,7 @@ class OpenVino(Side):
 
 
 SIDES = {PUBLISHED: Published, EXACT: Pairlie, WINOGRAD: Pairlie, DEFAULT_MALLOC: Pairlie, ORT: OnnxRuntime}
-SIDES.update({OPENVINO: OpenVino, OPENVINO_DEFAULT: OpenVino, BF16: Pairlie, INT8: Pairlie})
+SIDES.update({OPENVINO: OpenVino, OPENVINO_DEFAULT: OpenVino, BF16: Pairlie, INT8: Pairlie, ORT_INT8: OnnxRuntime})
 
 
 def serve(conn, kind: str, device: str, data: str, scene_limit: int | None) -> None:

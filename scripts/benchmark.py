@@ -10,8 +10,9 @@ Winograd (``conv="winograd"``, issue 15); ONNX Runtime and OpenVINO (inference o
 the ``bench`` extra) on the model as ``pairlie-export`` writes it, exported outside the timed
 section, with torch's thread count, each output checked against pairlie exact's; in full mode
 also pairlie exact without its allocator setting. Inference only: pairlie bf16 (``precision="bf16"``,
-where the CPU has native bf16), pairlie int8 (``precision="int8"``, where it has int8 dot products)
-and OpenVINO in its default precision (bf16 on such CPUs), each
+where the CPU has native bf16), pairlie int8 (``precision="int8"``, where it has int8 dot products),
+ONNX Runtime on a static QDQ int8 quantisation of the same layers, and OpenVINO in its default
+precision (bf16 on such CPUs), each
 with its quality on LOL-test (``quality_lol``: PSNR/SSIM and the difference from pairlie exact).
 ``machine.cpu`` records the CPU: model, its bf16/int8 flags, PyTorch's capability.
 
@@ -46,6 +47,7 @@ from bench_columns import (
     OPENVINO,
     OPENVINO_DEFAULT,
     ORT,
+    ORT_INT8,
     PATCH,
     PUBLISHED,
     WINOGRAD,
@@ -77,6 +79,8 @@ SPEEDUPS = [
     (BF16, OPENVINO_DEFAULT),
     (INT8, EXACT),
     (INT8, OPENVINO_DEFAULT),
+    (ORT_INT8, ORT),
+    (INT8, ORT_INT8),
     (OPENVINO_DEFAULT, EXACT),
     (BF16_MIXED, EXACT),
 ]
@@ -350,7 +354,7 @@ def main() -> None:
     quick = args.quick
     skipped: dict[str, str] = {}
     training = [PUBLISHED, EXACT, WINOGRAD] + ([] if quick else [DEFAULT_MALLOC])
-    kinds = training + [ORT, OPENVINO, OPENVINO_DEFAULT, BF16, INT8]
+    kinds = training + [ORT, OPENVINO, OPENVINO_DEFAULT, BF16, INT8, ORT_INT8]
     if args.columns and not args.inference_only:
         sys.exit("error: --columns needs --inference-only (the training sections compare fixed columns)")
     if args.columns:  # fewer worker processes: less for a busy machine to interleave

@@ -3,8 +3,9 @@
 
     python scripts/int8_study.py [--schemes all,first_last_fp32,...] [--sets LOL-test,SICE-test] [--data ../shared/data]
 
-Why ``precision=int8`` is not shipped (issue 22): it must stay within 0.05 dB PSNR and 0.003 SSIM
-of fp32 on LOL-test and SICE-test while running at least 2x fp32. Each scheme is torch's x86 static
+Which layers ``precision=int8`` may run in int8 (issue 22): it must stay within 0.05 dB PSNR and
+0.003 SSIM of fp32 on LOL-test and SICE-test (``NL_hidden`` does; pairlie.int8 runs it with
+oneDNN's int8 convolutions inside pairlie's bands). Each scheme is torch's x86 static
 quantisation (FX graph mode: int8 per-channel symmetric weights, uint8 per-tensor activations with
 a histogram observer, oneDNN/FBGEMM int8 kernels), calibrated on 12 training images (6
 LOL-train-subset, 6 SICE-train, 256x256 crops, never test images), with the layers the scheme

@@ -83,6 +83,47 @@ def test_int8_runs_the_papers_nets_only(int8_cpu, monkeypatch):
         Enhancer(zeros, device="cpu", precision="int8", calibration=dark_images())
 
 
+def test_int8_needs_relu_layers_in_n_and_l(int8_cpu, monkeypatch):
+    monkeypatch.setattr(int8, "unavailable", lambda: None)
+    shallow = PairLIENet(width=8, illumination=ConvNet(3, 1, width=8, depth=0))
+    with pytest.raises(
+        ConfigError, match=r"^precision=int8: it needs ReLU layers and a sigmoid output in illumination"
+    ):
+        Enhancer(shallow, device="cpu", precision="int8", calibration=dark_images())
+
+
+def test_calibration_with_another_precision_is_refused(sharp_net):
+    with pytest.raises(
+        ConfigError, match=r"^calibration: only precision=int8 uses calibration images; this runs fp32$"
+    ):
+        Enhancer(sharp_net, device="cpu", precision="fp32", calibration=dark_images())
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (np.zeros((8, 9), np.uint8), "calibration: expected uint8 or uint16 HxWx3 arrays, got uint8 (8, 9)"),
+        (np.zeros((8, 9, 4), np.uint8), "calibration: expected uint8 or uint16 HxWx3 arrays, got uint8 (8, 9, 4)"),
+        (np.zeros((8, 9, 3), np.float32), "calibration: expected uint8 or uint16 HxWx3 arrays, got float32"),
+        (torch.rand(8, 9, 3), "calibration: expected float 3xHxW or Nx3xHxW tensors, got torch.float32 (8, 9, 3)"),
+    ],
+)
+def test_calibration_images_of_the_wrong_kind_are_one_line(item, message):
+    with pytest.raises(ConfigError) as error:
+        int8.calibration_images([item])
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_calibration_crops_pads_and_spreads(tmp_path):
+    crops = int8.calibration_images([torch.rand(2, 3, 1, 600), torch.rand(3, 300, 5)])
+    assert [tuple(c.shape) for c in crops] == [(3, 2, 256), (3, 2, 256), (3, 256, 5)]  # a batch is its images
+    assert int8.spread(list(range(30))) == [0, 2, 5, 7, 10, 12, 15, 17, 20, 22, 25, 27]
+    assert int8.spread(list(range(5))) == [0, 1, 2, 3, 4]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"^calibration=.*empty: no images pairlie reads in this folder or below$"):
+        int8.calibration_images(tmp_path / "empty")
+
+
 @needs_int8
 def test_onednn_int8_convolution_equals_its_float_reference():
     assert int8.unavailable() is None
@@ -130,13 +171,15 @@ def test_int8_on_a_cpu_without_native_bf16_runs_r_in_fp32(sharp_net, monkeypatch
     assert torch.isfinite(out.enhanced).all()
 
 
-@needs_int8
 def test_calibration_takes_paths_folders_and_arrays_and_passes_over_broken_files(tmp_path):
     for k in range(20):
         write_image(tmp_path / "photos" / f"scene{k:02d}" / "a.png", (20, 16), seed=k)
     (tmp_path / "photos" / "broken.png").write_bytes(b"not a png")
     images = int8.calibration_images(tmp_path / "photos")
     assert len(images) == int8.CALIBRATION_IMAGES and all(i.shape == (3, 16, 20) for i in images)
+    scenes = [sorted((tmp_path / "photos").rglob("*.png"))[i] for i in range(21)]  # broken.png first: its stand-in
+    listed = int8.calibration_images(scenes)
+    assert len(listed) == int8.CALIBRATION_IMAGES
     array = (np.random.default_rng(0).random((8, 9, 3)) * 255).astype(np.uint8)
     mixed = int8.calibration_images([tmp_path / "photos" / "broken.png", array, torch.rand(3, 5, 6)])
     assert [tuple(i.shape) for i in mixed] == [(3, 8, 9), (3, 5, 6)]

@@ -143,10 +143,11 @@ class Enhancer:
     (AVX512_BF16, AMX) and with ``conv="auto"``, else in fp32; ``"fp32"`` is the exact path;
     ``"bf16"`` insists (CPU or CUDA); ``"fp16"`` on CUDA (``half=True`` is its older name). In bf16
     the nets' sigmoid outputs and ``L**gamma`` stay fp32, the ReLUs run inside the convolutions,
-    zero padding works as in fp32, ``tile="auto"`` computes whole-width bands with recomputed context
+    zero padding works as in fp32, ``tile="auto"`` computes bands of rows with recomputed context
     instead of streaming rows (:func:`pairlie.streaming.banded`), and Winograd does not apply.
     :attr:`precision` says which runs (:mod:`pairlie.precision`). ``"int8"`` (CPU, the paper's nets,
-    ``tile="auto"``) runs N's and L's ReLU layers in int8 and the rest as bf16 (:mod:`pairlie.int8`),
+    ``tile="auto"``) runs N's and L's ReLU layers in int8 and the rest as bf16 (fp32 on a CPU
+    without native bf16) (:mod:`pairlie.int8`),
     calibrated on ``calibration``: image paths, a folder, PIL images, uint8 arrays or float tensors
     like the ones to enhance (12 are used).
     """
@@ -197,6 +198,8 @@ class Enhancer:
         self.gamma = float(gamma)
         self.tile, self.overlap, self.radius = tile, overlap, radius
         self.dtype = precisions.DTYPES[self.precision]
+        if calibration is not None and self.precision != "int8":
+            raise ConfigError(f"calibration: only precision=int8 uses calibration images; this runs {self.precision}")
         self.int8 = self._int8(net, calibration) if self.precision == "int8" else None
         if self.int8 is not None and not precisions.native_bf16():
             self.dtype = torch.float32  # the layers int8 leaves out: emulated bf16 would be ~50x slower
@@ -230,7 +233,7 @@ class Enhancer:
         return int8.Int8Net(fp32, int8.calibration_images(calibration))
 
     def __repr__(self) -> str:
-        streamed = "bands" if self.dtype == torch.bfloat16 else "streamed rows"
+        streamed = "bands" if self.dtype == torch.bfloat16 or self.int8 is not None else "streamed rows"
         tiling = streamed if self.stream else ("whole images" if self.tile is None else f"{self.tile} px tiles")
         width = getattr(self.net, "width", None)
         return (

@@ -76,10 +76,10 @@ def quantize(x: Tensor, scale: float) -> Tensor:
 class Int8Net:
     """The ReLU layers of N and L of a :class:`PairLIENet` as :class:`Int8Conv` s, calibrated on ``images``.
 
-    The last layer of each stays in the net's own bf16: in int8 its weights cost 0.026 dB and
-    0.003 SSIM on LOL-test. ``images``: N×3×H×W or 3×H×W float tensors in [0, 1] like the ones to
-    enhance (low-light photos); the first :data:`CALIBRATION_IMAGES` are used, centre-cropped to
-    :data:`CALIBRATION_SIZE`. ``net`` must be fp32 (the weights are quantised from it).
+    The last layer of each stays in the net's own precision: in int8 its weights cost 0.026 dB and
+    0.003 SSIM on LOL-test. ``images``: 3×H×W float tensors in [0, 1] like the ones to enhance
+    (low-light photos; :func:`calibration_images` reads and crops them); the first
+    :data:`CALIBRATION_IMAGES` are used. ``net`` must be fp32 (the weights are quantised from it).
     """
 
     def __init__(self, net: PairLIENet, images: Iterable[Tensor]) -> None:
@@ -96,11 +96,7 @@ class Int8Net:
         try:
             with torch.no_grad(), torch.autocast("cpu", enabled=False):
                 for image in images:
-                    batch = image[None] if image.dim() == 3 else image
-                    top = max(0, (batch.shape[-2] - CALIBRATION_SIZE) // 2)
-                    left = max(0, (batch.shape[-1] - CALIBRATION_SIZE) // 2)
-                    crop = batch[..., top : top + CALIBRATION_SIZE, left : left + CALIBRATION_SIZE].float()
-                    net.illumination(net.denoiser(crop))  # R is not quantised: not run
+                    net.illumination(net.denoiser(_crop(image.float())[None]))  # R is not quantised: not run
                     count += 1
                     if count == CALIBRATION_IMAGES:
                         break
@@ -125,21 +121,30 @@ def _activations(part: ConvNet) -> list[torch.nn.Module]:
 
 @functools.cache
 def unavailable() -> str | None:
-    """Why oneDNN's int8 convolution cannot run in this PyTorch, or None (checked once per process)."""
+    """Why oneDNN's int8 convolution cannot run here, or None (checked once per process).
+
+    Both kinds of layer the int8 path runs (uint8 out at a scale, bf16 out), with the paddings its
+    rings use, against a float reference on the same quantised weights.
+    """
     generator = torch.Generator().manual_seed(0)
     conv = torch.nn.Conv2d(8, 8, 3)
     with torch.no_grad():
         conv.weight.copy_(torch.randn(8, 8, 3, 3, generator=generator) * 0.2)
     x = torch.randint(0, 256, (1, 8, 6, 7), generator=generator, dtype=torch.uint8)
-    try:
-        got = Int8Conv(conv, 0.01, None)(x, (1, 1)).float()
-    except (RuntimeError, AttributeError) as error:
-        return f"this PyTorch lacks oneDNN's int8 convolution ({str(error).splitlines()[0]})"
     weight = conv.weight.detach()
     scale = weight.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
-    want = torch.relu(F.conv2d(x.float() * 0.01, (weight / scale).round() * scale, conv.bias.detach(), padding=1))
-    if got.shape != want.shape or (got - want).abs().max() > 0.02 * want.abs().max():
-        return "oneDNN's int8 convolution differs from its float reference here"
+    for padding in ((1, 1), (1, 0), (0, 0)):
+        want = F.conv2d(x.float() * 0.01, (weight / scale).round() * scale, conv.bias.detach(), padding=padding)
+        want = torch.relu(want)
+        out_scale = float(want.max()) / 200
+        try:
+            as_bf16 = Int8Conv(conv, 0.01, None)(x, padding).float()
+            as_uint8 = Int8Conv(conv, 0.01, out_scale)(x, padding).float() * out_scale
+        except (RuntimeError, AttributeError) as error:
+            return f"this PyTorch lacks oneDNN's int8 convolution ({str(error).splitlines()[0]})"
+        for got, tolerance in ((as_bf16, 0.02), (as_uint8, 0.02 + out_scale / float(want.max()))):
+            if got.shape != want.shape or (got - want).abs().max() > tolerance * want.abs().max():
+                return "oneDNN's int8 convolution differs from its float reference here"
     return None
 
 
@@ -151,49 +156,80 @@ def unfit(net: torch.nn.Module) -> str | None:
         return "it runs the paper's nets only (a PairLIENet of ReflectionPad2d, 3x3 conv and ReLU blocks)"
     for name in INT8_PARTS:
         activations = _activations(getattr(net, name))
-        if type(activations[-1]) is not torch.nn.Sigmoid or any(type(a) is not torch.nn.ReLU for a in activations[:-1]):
+        relus = activations[:-1]
+        if (
+            not relus
+            or type(activations[-1]) is not torch.nn.Sigmoid
+            or any(type(a) is not torch.nn.ReLU for a in relus)
+        ):
             return f"it needs ReLU layers and a sigmoid output in {name}, as the paper's nets have"
     return None
 
 
 def calibration_images(items: Iterable | str | Path) -> list[Tensor]:
-    """Up to :data:`CALIBRATION_IMAGES` 3×H×W float tensors from ``items``: image paths, PIL images, uint8
-    H×W×3 arrays or float tensors in [0, 1]. A folder stands for the images in it and below, evenly
-    spread; files that cannot be read are passed over (the enhancing names them)."""
+    """Up to :data:`CALIBRATION_IMAGES` centre crops (3×H×W float tensors, at most :data:`CALIBRATION_SIZE` a side).
+
+    ``items``: a folder (the images in it and below), image paths, PIL images, uint8 or uint16 H×W×3
+    arrays, or float tensors 3×H×W or N×3×H×W in [0, 1]. Paths are taken evenly spread; a file that
+    cannot be read is passed over and the next one stands in (the enhancing names it). Anything
+    else is a one-line ConfigError.
+    """
     from pairlie.folders import collect_inputs  # folders imports the Enhancer, which imports this
 
     if isinstance(items, (str, Path)):
         items = [items]
+    paths: list[Path] = []
     images: list[Tensor] = []
     for item in items:
         if isinstance(item, (str, Path)):
             path = Path(item).expanduser()
             if not path.exists():
                 raise ConfigError(f"calibration={item}: no such file or folder")
-            paths = [found for found, _ in collect_inputs(path).items] if path.is_dir() else [path]
-            picked = spread(paths)
-            for found in picked + [p for p in paths if p not in picked]:  # the others stand in for broken ones
-                if len(images) == CALIBRATION_IMAGES:
-                    break
+            if path.is_dir():
                 try:
-                    images.append(load_image(found))
+                    paths += [found for found, _ in collect_inputs(path).items]
                 except DataError:
-                    continue
+                    raise ConfigError(f"calibration={item}: no images pairlie reads in this folder or below") from None
+            else:
+                paths.append(path)
         elif isinstance(item, Image.Image):
-            images.append(to_tensor(np.asarray(item.convert("RGB"))))
+            images.append(_crop(to_tensor(np.asarray(item.convert("RGB")))))
         elif isinstance(item, np.ndarray):
-            images.append(to_tensor(item))
+            if item.dtype not in (np.uint8, np.uint16) or item.ndim != 3 or item.shape[2] != 3:
+                raise ConfigError(f"calibration: expected uint8 or uint16 HxWx3 arrays, got {item.dtype} {item.shape}")
+            images.append(_crop(to_tensor(item)))
         elif isinstance(item, Tensor):
-            images.append(item.float().cpu())
+            batch = item[None] if item.dim() == 3 else item
+            if batch.dim() != 4 or batch.shape[1] != 3 or not batch.is_floating_point():
+                shape = tuple(item.shape)
+                raise ConfigError(f"calibration: expected float 3xHxW or Nx3xHxW tensors, got {item.dtype} {shape}")
+            images += [_crop(image.float().cpu()) for image in batch]
         else:
             raise ConfigError(f"calibration: cannot read a {type(item).__name__}; give image paths, a folder or images")
+    picked = spread(paths)
+    chosen = set(picked)
+    for path in picked + [p for p in paths if p not in chosen]:  # the others stand in for broken ones
         if len(images) >= CALIBRATION_IMAGES:
             break
+        try:
+            images.append(_crop(load_image(path)))
+        except DataError:
+            continue
     if not images:
         raise ConfigError("calibration: no readable images; give a folder or a few photos like the ones to enhance")
     return images[:CALIBRATION_IMAGES]
 
 
+def _crop(image: Tensor) -> Tensor:
+    """The centre :data:`CALIBRATION_SIZE` square of a 3×H×W image (a copy), at least 2×2 (replicated, as enhancing pads)."""
+    top = max(0, (image.shape[-2] - CALIBRATION_SIZE) // 2)
+    left = max(0, (image.shape[-1] - CALIBRATION_SIZE) // 2)
+    crop = image[..., top : top + CALIBRATION_SIZE, left : left + CALIBRATION_SIZE].clone()
+    pad = (0, max(0, 2 - crop.shape[-1]), 0, max(0, 2 - crop.shape[-2]))
+    return F.pad(crop[None], pad, mode="replicate")[0] if any(pad) else crop
+
+
 def spread(paths: list) -> list:
-    """At most :data:`CALIBRATION_IMAGES` of ``paths``, evenly spread (a folder of scenes gives several scenes)."""
-    return paths[:: max(1, len(paths) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]
+    """At most :data:`CALIBRATION_IMAGES` of ``paths``, evenly spread over them (a folder of scenes gives many scenes)."""
+    count = min(CALIBRATION_IMAGES, len(paths))
+    return [paths[i * len(paths) // count] for i in range(count)]

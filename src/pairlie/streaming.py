@@ -211,11 +211,12 @@ def forward(
 def banded(
     net: PairLIENet, image: Tensor, device: torch.device, dtype: torch.dtype, margin: int, int8: Int8Net | None = None
 ) -> tuple[Tensor, ...]:
-    """(illumination, reflectance, denoised) of an N×3×H×W image in whole-width bands, each computed on its own.
+    """(illumination, reflectance, denoised) of an N×3×H×W image in bands of rows, each computed on its own.
 
     The bf16 path on a CPU. A band is computed with :func:`forward` from its rows plus ``margin``
     rows of context above and below (at least the nets' receptive radius), trimmed layer by layer,
-    so it recomputes about ``margin`` rows of work per band and copies no feature map: in bf16 the
+    so it recomputes about ``margin`` rows of work per band and copies no feature map of a single
+    image (a batch's trimmed maps are copied): in bf16 the
     row stream's copies of each layer's input (:func:`stream`) cost a sixth of the time (measured
     on AMX). Bands hold ``BF16_BAND_PIXELS`` pixels and at least ``BF16_BAND_ROWS`` rows; images
     wider than ``STREAM_WIDTH`` are cut into column pieces with ``margin`` pixels of context.
@@ -248,8 +249,6 @@ class _RowStream:
 
     def __init__(self, conv: torch.nn.Conv2d, relu: bool, left: bool, right: bool, fast: bool) -> None:
         self.conv, self.relu, self.borders, self.fast = conv, relu, (False, False, left, right), fast
-        # bf16: the ReLU inside the convolution, and the next layer copies its rows plainly
-        self.fused = relu and not fast and precisions.fuses_relu(conv.weight.dtype)
         self.layout = layout(fast)
         self.rows: Tensor | None = None  # input rows not yet consumed (the last two, once started)
         self.started = False
@@ -283,7 +282,7 @@ class _RowStream:
             self.rows = rows
             return None
         self.rows = rows[:, :, -2:].clone()  # a copy: a view would keep the whole band alive
-        y = conv_reflect(rows, self.conv, self.borders, rows_padded=True, fast=self.fast, relu=self.fused)
+        y = conv_reflect(rows, self.conv, self.borders, rows_padded=True, fast=self.fast)
         return y if self.relu else torch.sigmoid_(y.float())  # fp32 outputs, as _activate
 
 
@@ -294,7 +293,7 @@ def _push(chain: list[_RowStream], rows: Tensor | None, last: bool) -> Tensor | 
         if rows is None:
             return None
         rows = layer.push(rows, last, relu)
-        relu = layer.relu and not layer.fused
+        relu = layer.relu
     return torch.relu_(rows) if relu and rows is not None else rows
 
 
@@ -304,7 +303,8 @@ def stream(
 ) -> tuple[Tensor, ...]:
     """(illumination, reflectance, denoised) of an N×3×H×W image (H ≥ 2, W ≥ 2), rows streamed in bands.
 
-    Every layer keeps the two input rows it still needs, so no pixel is computed twice and only a
+    The fp32 path on a CPU (bf16 and int8 run :func:`banded`). Every layer keeps the two input rows
+    it still needs, so no pixel is computed twice and only a
     band of each feature map is alive at a time (memory independent of the image height). Images
     wider than ``STREAM_WIDTH`` are cut into column pieces with ``margin`` pixels of context.
     ``fast``: the wide convolutions by Winograd's algorithm, on NCHW bands (NNPACK's layout).

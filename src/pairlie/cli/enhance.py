@@ -16,7 +16,6 @@ from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
 from pairlie.folders import GAMMA_FILE, check_output, collect_inputs, enhance_files
 from pairlie.inference import Enhancer
-from pairlie.int8 import spread
 from pairlie.runs import resolve_checkpoint
 
 
@@ -43,7 +42,9 @@ def enhance(cfg: DictConfig) -> int:
         conv=cfg.conv,
         precision=cfg.precision,
         # int8's activation scales: from the photos given, else from the ones to enhance
-        calibration=spread([path for path, _ in items]) if cfg.calibration is None else cfg.calibration,
+        calibration=[path for path, _ in items]
+        if cfg.calibration is None and cfg.precision == "int8"
+        else cfg.calibration,
     )
     chosen: list[tuple[Path, float, float]] = []
     failures, notes = enhance_files(
