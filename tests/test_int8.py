@@ -195,7 +195,8 @@ def test_pairlie_enhance_calibrates_on_the_inputs_and_pairlie_test_asks_for_a_fo
         "pairlie-enhance", f"ckpt_path={tiny_ckpt}", f"input={photos}", f"output={tmp_path / 'out'}",
         "precision=int8", cwd=tmp_path, env=env,
     )  # fmt: skip
-    assert enhanced.returncode == 0 and "(gamma 0.2, int8)" in enhanced.stdout, enhanced.stderr[-2000:]
+    assert enhanced.returncode == 0, enhanced.stderr[-2000:]
+    assert "(gamma 0.2, int8, calibrated on 3 image(s))" in enhanced.stdout
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]
     data = make_paired_tree(tmp_path / "pairs", names=("x.png",))
     common = (f"ckpt_path={tiny_ckpt}", f"data.test_dir={data}", "noref=false", "lpips=false", "precision=int8")
@@ -208,3 +209,4 @@ def test_pairlie_enhance_calibrates_on_the_inputs_and_pairlie_test_asks_for_a_fo
     assert scored.returncode == 0, scored.stderr[-2000:]
     metrics = json.loads((tmp_path / "ok" / "metrics.json").read_text())
     assert metrics["precision"] == "int8" and metrics["calibration"] == {"source": str(photos), "images": 3}
+    assert f"direct convolutions, int8 calibrated on 3 image(s) of {photos}" in scored.stdout

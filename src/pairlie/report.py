@@ -214,6 +214,10 @@ def print_summary(metrics: dict) -> None:
     gammas = metrics["gammas"]
     source = metrics.get("test_dir", "")
     conv = f", {metrics['conv']} convolutions" if "conv" in metrics else ""
+    if metrics.get("precision", "fp32") != "fp32":  # not the paper's protocol: say so where the scores are read
+        conv += f", {metrics['precision']}"
+        if "calibration" in metrics:
+            conv += f" calibrated on {metrics['calibration']['images']} image(s) of {metrics['calibration']['source']}"
     print(f"pairlie-test: {metrics['count']} images of {source}, gamma {', '.join(f'{g:g}' for g in gammas)}{conv}")
     table = Table()
     for column in ("", *(LABELS[k] for k in keys)):

@@ -64,7 +64,10 @@ def enhance(cfg: DictConfig) -> int:
         how = f"gamma auto for brightness {brightness:g}, written to {output / GAMMA_FILE}"
     else:
         how = f"gamma {enhancer.gamma:g}"
-    print(f"enhanced {len(items) - len(failures)} of {len(items)} image(s) into {output} ({how}, {enhancer.precision})")
+    what = enhancer.precision
+    if enhancer.int8 is not None:
+        what += f", calibrated on {enhancer.int8.calibrated} image(s)"
+    print(f"enhanced {len(items) - len(failures)} of {len(items)} image(s) into {output} ({how}, {what})")
     for path, note in notes:
         print(f"note: {path}: {note}")
     for path, reason in inputs.skipped:
