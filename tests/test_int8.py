@@ -186,7 +186,7 @@ def test_calibration_takes_paths_folders_and_arrays_and_passes_over_broken_files
 
 
 @needs_int8
-def test_pairlie_enhance_calibrates_on_the_inputs_and_pairlie_test_asks_for_a_folder(tmp_path, tiny_ckpt):
+def test_pairlie_enhance_calibrates_on_its_inputs_and_pairlie_test_on_a_folder(tmp_path, tiny_ckpt):
     env = {precision.FLAGS_VARIABLE: SAPPHIRE_RAPIDS}
     photos = tmp_path / "photos"
     for k in range(3):
@@ -200,9 +200,6 @@ def test_pairlie_enhance_calibrates_on_the_inputs_and_pairlie_test_asks_for_a_fo
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]
     data = make_paired_tree(tmp_path / "pairs", names=("x.png",))
     common = (f"ckpt_path={tiny_ckpt}", f"data.test_dir={data}", "noref=false", "lpips=false", "precision=int8")
-    missing = run_cli("pairlie-test", *common, f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path, env=env)
-    assert missing.returncode == 2 and "error: precision=int8 needs calibration images" in missing.stderr
-    assert "Traceback" not in missing.stderr
     scored = run_cli(
         "pairlie-test", *common, f"calibration={photos}", f"hydra.run.dir={tmp_path / 'ok'}", cwd=tmp_path, env=env
     )
