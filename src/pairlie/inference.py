@@ -203,6 +203,8 @@ class Enhancer:
         self.int8 = self._int8(net, calibration) if self.precision == "int8" else None
         if self.int8 is not None and not precisions.native_bf16():
             self.dtype = torch.float32  # the layers int8 leaves out: emulated bf16 would be ~50x slower
+        # bf16 and int8 compute bands of rows with recomputed context (streaming.banded), fp32 streams rows
+        self.banded = self.stream and (self.dtype == torch.bfloat16 or self.int8 is not None)
         if conv == "winograd" and not self.fast:
             raise ConfigError("conv=winograd: runs the paper's nets only; this net takes conv=direct (or auto)")
         # Winograd (NNPACK) computes in fp32 only
@@ -233,7 +235,7 @@ class Enhancer:
         return int8.Int8Net(fp32, int8.calibration_images(calibration))
 
     def __repr__(self) -> str:
-        streamed = "bands" if self.dtype == torch.bfloat16 or self.int8 is not None else "streamed rows"
+        streamed = "bands" if self.banded else "streamed rows"
         tiling = streamed if self.stream else ("whole images" if self.tile is None else f"{self.tile} px tiles")
         width = getattr(self.net, "width", None)
         return (
@@ -298,7 +300,7 @@ class Enhancer:
         return tuple(t.float().cpu().contiguous() for t in outputs)
 
     def _tiled(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if self.stream and (self.dtype == torch.bfloat16 or self.int8 is not None):
+        if self.banded:
             return streaming.banded(self.net, batch, self.device, self.dtype, self.overlap, self.int8)
         if self.stream:
             return streaming.stream(self.net, batch, self.device, self.dtype, self.overlap, self.conv == "winograd")
