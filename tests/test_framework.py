@@ -186,7 +186,7 @@ def test_each_variant_exports_equal_to_its_own_forward(name, tmp_path):
         state = torch.load(module_path, weights_only=True)
         state["state_dict"] = {f"net.{k}": v for k, v in net.state_dict().items()}
         torch.save(state, module_path)
-    report = export(module_path, tmp_path / "v.onnx")
+    report = export(module_path, tmp_path / "v.onnx", trust=[__name__] if name == "user_module" else None)
     assert report.worst.grey_levels <= 1
     session = ort.InferenceSession(str(tmp_path / "v.onnx"), providers=["CPUExecutionProvider"])
     im = image(45, 61)
@@ -220,14 +220,16 @@ def test_a_checkpoint_naming_a_function_is_refused_before_calling_it(target, tmp
     blob = torch.load(path, weights_only=True)
     blob["hyper_parameters"]["net"] = {"_target_": target, "args": "touch pwned"}
     torch.save(blob, path)
-    with pytest.raises(
-        DataError, match=rf"ckpt_path=.*cannot rebuild its net: model.net._target_={target}: not an nn.Module class"
-    ):
+    with pytest.raises(DataError, match=rf"model.net._target_={target}: a checkpoint may name pairlie's nets and"):
         load_net(path)
     blob["hyper_parameters"]["net"] = {"_target_": "pairlie.nets.PairLIENet", "reflectance": {"_target_": target}}
     torch.save(blob, path)
-    with pytest.raises(DataError, match=r"model.net.reflectance._target_=.*not an nn.Module class"):
+    with pytest.raises(DataError, match=r"model.net.reflectance._target_=.*a checkpoint may name pairlie's nets"):
         load_net(path)
+    # trusted by name, a function is still not a net: refused before it is called
+    top = target.split(".")[0]
+    with pytest.raises(DataError, match=r"model.net.reflectance._target_=.*not an nn.Module class"):
+        load_net(path, trust=[top])
     assert called == []
 
 
@@ -237,9 +239,13 @@ def test_an_unimportable_net_and_weights_that_do_not_fit_say_why_in_one_line(tmp
     blob["hyper_parameters"]["net"] = {"_target_": "my_missing_nets.DeepR"}
     torch.save(blob, path)
     with pytest.raises(
+        DataError, match=r"my_missing_nets is imported \(and runs\) only if you trust it: add trust=my_"
+    ):
+        load_net(path)
+    with pytest.raises(
         DataError, match=r"cannot import my_missing_nets .*run from the folder that holds that file"
     ) as info:
-        load_net(path)
+        load_net(path, trust="my_missing_nets")
     assert "\n" not in str(info.value)
     blob["hyper_parameters"]["net"] = {"_target_": "pairlie.nets.PairLIENet", "width": 4, "depth": 5}
     torch.save(blob, path)
@@ -443,7 +449,7 @@ def run_ok(name, *args, cwd):
 def test_an_example_trains_then_tests_enhances_and_exports_as_typed(example, args, term, data, tmp_path):
     train, val = data
     folder = copy_example(example, tmp_path)
-    run_ok(
+    trained = run_ok(
         "pairlie-train",
         *args,
         f"data.train_dir={train}",
@@ -453,6 +459,10 @@ def test_an_example_trains_then_tests_enhances_and_exports_as_typed(example, arg
         cwd=folder,
     )
     ckpt = folder / "run" / "checkpoints" / "last.ckpt"
+    # the commands the run prints trust the net's own module, and only where it has one
+    (enhance_line,) = [line for line in trained.stdout.splitlines() if "pairlie-enhance ckpt_path=" in line]
+    trust = ["trust=my_nets"] if example == "own_model" else []
+    assert ("trust=my_nets" in enhance_line) == bool(trust), enhance_line
     saved = yaml.safe_load((folder / "run" / "config.yaml").read_text())
     # your own folders: the published schedule, nothing of the demo's
     assert (saved["data"]["repeats"], saved["data"]["demo_root"], saved["trainer"]["max_epochs"]) == (1, None, 400)
@@ -462,17 +472,17 @@ def test_an_example_trains_then_tests_enhances_and_exports_as_typed(example, arg
         else (None, torch.load(ckpt, weights_only=True)["hyper_parameters"])
     )
     assert term in hparams["loss"]
-    run_ok("pairlie-test", f"ckpt_path={ckpt}", f"data.test_dir={val}", "hydra.run.dir=test", cwd=folder)
+    run_ok("pairlie-test", f"ckpt_path={ckpt}", *trust, f"data.test_dir={val}", "hydra.run.dir=test", cwd=folder)
     metrics = json.loads((folder / "test" / "metrics.json").read_text())
     assert np.isfinite(metrics["psnr"] if "psnr" in metrics else metrics["mean"]["psnr"])
-    run_ok("pairlie-enhance", f"ckpt_path={ckpt}", f"input={val / 'low'}", "output=out", "tile=32", cwd=folder)
+    run_ok("pairlie-enhance", f"ckpt_path={ckpt}", *trust, f"input={val / 'low'}", "output=out", "tile=32", cwd=folder)
     assert sorted(p.name for p in (folder / "out").iterdir()) == ["a.png", "b.png"]
-    run_ok("pairlie-export", f"ckpt_path={ckpt}", "output=model.onnx", cwd=folder)
+    run_ok("pairlie-export", f"ckpt_path={ckpt}", *trust, "output=model.onnx", cwd=folder)
     assert (folder / "model.onnx").is_file()
     if example == "own_model":  # elsewhere the user's file is not importable: one line that says so
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
-        result = run_cli("pairlie-enhance", f"ckpt_path={ckpt}", f"input={val / 'low'}", "output=out", cwd=elsewhere)
+        result = run_cli("pairlie-enhance", f"ckpt_path={ckpt}", *trust, f"input={val / 'low'}", "output=out", cwd=elsewhere)
         assert result.returncode == 2 and "cannot import my_nets" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
 

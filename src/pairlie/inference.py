@@ -245,9 +245,15 @@ class Enhancer:
         )
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, gamma: float | None = None, **kwargs) -> Enhancer:
-        """An Enhancer from a pairlie ``.ckpt`` or the official ``.pth``; ``gamma`` defaults to the checkpoint's."""
-        net, hparams = load_net(path)
+    def from_checkpoint(
+        cls, path: str | Path, gamma: float | None = None, trust: str | list[str] | None = None, **kwargs
+    ) -> Enhancer:
+        """An Enhancer from a pairlie ``.ckpt`` or the official ``.pth``; ``gamma`` defaults to the checkpoint's.
+
+        The file is read as data; a net of your own is rebuilt only when its module is in ``trust``
+        (``trust=["my_nets"]``: see :mod:`pairlie.trust`).
+        """
+        net, hparams = load_net(path, trust)
         if gamma is None:
             gamma = hparams.get("gamma", DEFAULT_GAMMA)
         return cls(net, gamma=gamma, **kwargs)

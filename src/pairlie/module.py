@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -15,13 +16,14 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from pairlie import winograd
+from pairlie.checkpoints import MAX_GAMMA, read_module
 from pairlie.collapse import is_flat
-from pairlie.errors import ConfigError, TrainingDiverged
+from pairlie.errors import ConfigError, DataError, TrainingDiverged, first_line
 from pairlie.inference import Enhancer
 from pairlie.losses import Step, build_terms, weighted_terms
 from pairlie.metrics import paper_scores
 from pairlie.precision import PRECISIONS
-from pairlie.specs import DEFAULT_NET, build_module, describe, locate, plain_spec
+from pairlie.specs import DEFAULT_NET, build_module, build_part, describe, plain_spec
 
 HP_PSNR, HP_SSIM = "hp/val_psnr", "hp/val_ssim"
 # the published optimiser and schedule (Adam 1e-4, lr halved every 100 epochs); configs/model/pairlie.yaml states the same
@@ -53,19 +55,23 @@ def _part(given: Mapping | None, default: dict, key: str) -> dict:
     return {**default, **given}
 
 
-def _instantiate(spec: dict, key: str, *args):
-    """``spec`` (a ``_partial_`` spec) called with ``args``; one-line ConfigError for a target that cannot be built."""
-    from hydra.utils import instantiate
+def _instantiate(spec: dict, key: str, *args, trust: tuple[str, ...] | None = None):
+    """``spec`` (a ``_partial_`` optimiser or scheduler spec) called with ``args``; one-line ConfigError otherwise.
 
-    locate(spec.get("_target_"), key)  # import errors as one line, naming the key
+    Built by :func:`pairlie.specs.build_part`, not Hydra: a spec's values stay values.
+    """
+    kind = key.rsplit(".", 1)[-1]
+    lr_scheduler = torch.optim.lr_scheduler
+    base = torch.optim.Optimizer if kind == "optimizer" else (lr_scheduler.LRScheduler, lr_scheduler.ReduceLROnPlateau)
     try:
-        return instantiate(spec)(*args)
-    except Exception as exc:  # a wrong argument for the user's class: Hydra wraps the TypeError
-        reason = str(exc).splitlines()[-1].strip() or type(exc).__name__
+        return build_part(spec, key, kind, base, *args, trust=trust)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a wrong argument for the class
         group = key.replace(".", "/")
         raise ConfigError(
-            f"{key}: {spec['_target_']} could not be built ({reason}); another class takes its own keys: choose it "
-            f"with {group}=NAME (a file {group}/NAME.yaml, ours or in your --config-dir)"
+            f"{key}: {spec['_target_']} could not be built ({first_line(exc)}); another class takes its own keys: "
+            f"choose it with {group}=NAME (a file {group}/NAME.yaml, ours or in your --config-dir)"
         ) from None
 
 
@@ -114,8 +120,10 @@ class PairLIEModule(L.LightningModule):
             raise ConfigError(
                 "model.conv=winograd and model.compile: pick one (torch.compile runs direct convolutions)"
             )
-        if not isinstance(gamma, (int, float)) or gamma <= 0:
-            raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= MAX_GAMMA:
+            raise ConfigError(
+                f"model.gamma={gamma!r}: must be a number in (0, {MAX_GAMMA:g}] (0.2 for SICE, 0.14 for LOL)"
+            )
         if val_precision not in PRECISIONS:
             raise ConfigError(f"model.val_precision={val_precision!r}: must be one of {', '.join(PRECISIONS)}")
         if val_precision == "int8":  # it needs calibration images, which validation has none of
@@ -173,6 +181,35 @@ class PairLIEModule(L.LightningModule):
         self._train_peak_bytes = 0  # CUDA memory peak of this epoch's training steps before a validation
         self._enhancer: Enhancer | None = None  # validation's copy of the net, made per validation run
         self.run_params: dict[str, Any] = {}  # pairlie-train's keys that differ from the defaults, for HParams
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        trust: str | Iterable[str] | None = None,
+        **kwargs: Any,
+    ) -> PairLIEModule:
+        """The module a ``pairlie-train`` checkpoint holds, read as data (Lightning's call, made safe).
+
+        The file is read with ``torch.load(weights_only=True)``; its net, loss terms, optimiser and
+        scheduler may name pairlie's and torch's classes only, or modules in ``trust``
+        (``trust=["my_nets"]``), all checked before anything is imported. ``kwargs`` override the
+        saved hyper-parameters, as in Lightning.
+        """
+        if hparams_file is not None:
+            raise ConfigError("hparams_file: not supported; a pairlie checkpoint holds its hyper-parameters")
+        hparams, state = read_module(checkpoint_path, trust)
+        try:
+            model = cls(**{**hparams, **kwargs})
+        except TypeError as exc:
+            raise DataError(
+                f"ckpt_path={checkpoint_path}: its hyper-parameters do not fit {cls.__name__} ({exc})"
+            ) from None
+        model.load_state_dict(state, strict=True if strict is None else strict)
+        return model if map_location is None else model.to(map_location)
 
     def on_fit_start(self) -> None:
         """Log the run's hyper-parameters with its validation metrics, so HParams compares a sweep's runs."""

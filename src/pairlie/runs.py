@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pairlie.checkpoints import read_checkpoint
 from pairlie.collapse import flat_note
 from pairlie.errors import ConfigError, DataError
 
@@ -126,19 +127,22 @@ def checkpoint_progress(path: Path) -> tuple[int, int]:
 
     Read with ``mmap``: the weights are not loaded.
     """
+    saved = read_checkpoint(path)  # as data: a file that needs pickle is refused here, before Lightning reads it
     try:
+        step = int(saved.get("global_step", 0))
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # a checkpoint holding other objects (e.g. a callback's state)
-            saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as exc:
-        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({type(exc).__name__})") from None
-    step = int(saved.get("global_step", 0))
-    try:
-        # Lightning stops when epoch_progress.current.processed reaches max_epochs
-        epochs = int(saved["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
-    except (KeyError, TypeError):
-        epochs = int(saved.get("epoch", 0))
+            # Lightning stops when epoch_progress.current.processed reaches max_epochs
+            epochs = int(saved["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+        except (KeyError, TypeError):
+            epochs = int(saved.get("epoch", 0))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"ckpt_path={path}: its epoch and step are not numbers; not a checkpoint pairlie-train wrote"
+        ) from None
+    if "state_dict" not in saved:
+        raise ConfigError(
+            f"ckpt_path={path}: not a pairlie-train checkpoint (no state_dict); resume from a run's .ckpt"
+        )
     return epochs, step
 
 
@@ -243,12 +247,14 @@ def summary_lines(
     checkpoint: str | None,
     test_dir: str | None = None,
     demo_dir: str | None = None,
+    trust: str = "",
 ) -> list[str]:
     """The end-of-run block: scores, run folder, checkpoint, and the commands to look, test and enhance next.
 
     ``test_dir`` is what the printed ``pairlie-test`` line scores (the run's test, else validation
     folder); it is left out where it is the demo's, ``pairlie-test``'s default, and ``demo_dir`` None
-    with ``test_dir`` None (a caller that knows neither) prints the plain command.
+    with ``test_dir`` None (a caller that knows neither) prints the plain command. ``trust``
+    (``trust=my_nets``) goes on every command that loads the checkpoint: what its net needs imported.
     """
     lines = ["", "pairlie-train finished"]
     if "val/psnr" in metrics:
@@ -269,6 +275,7 @@ def summary_lines(
     if (output_dir / "tensorboard").is_dir():
         lines.append(f"  tensorboard --logdir {output_dir / 'tensorboard'}")
     if checkpoint:
-        lines.append(f"  {test_command(checkpoint, test_dir, demo_dir)}")
-        lines.append(f"  pairlie-enhance ckpt_path={checkpoint} input=PHOTOS output=OUT")
+        extra = f" {trust}" if trust else ""
+        lines.append(f"  {test_command(checkpoint, test_dir, demo_dir)}{extra}")
+        lines.append(f"  pairlie-enhance ckpt_path={checkpoint}{extra} input=PHOTOS output=OUT")
     return lines

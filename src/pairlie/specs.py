@@ -1,8 +1,10 @@
 """Nets as data: the ``_target_`` spec that builds a net, kept in its checkpoint, and a builder that only constructs modules.
 
-A checkpoint is data. Rebuilding its net imports the classes its spec names and constructs them
-with plain values (numbers, strings, lists, nested specs); anything that is not an ``nn.Module``
-class (``os.system``, ``builtins.eval``, a function, ``_partial_``) is refused before it is called.
+A checkpoint is data. Rebuilding its net imports only the classes :mod:`pairlie.trust` allows by
+name (``trust``: None for a config or a Python caller, whose names are theirs to run) and
+constructs them with plain values (numbers, strings, lists, nested specs); anything that is not an
+``nn.Module`` class (``os.system``, ``builtins.eval``, a function, a LightningModule, ``_partial_``)
+is refused before it is called.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from pairlie import trust as trust_policy
 from pairlie.errors import ConfigError, first_line
 
 DEFAULT_NET = "pairlie.nets.PairLIENet"
@@ -24,10 +28,16 @@ IGNORED_KEYS = ("_convert_", "_recursive_")
 IMPORT_HINT = "run from the folder that holds that file, put it on PYTHONPATH, or install the package that provides it"
 
 
-def locate(target: Any, key: str) -> Any:
-    """The object a dotted ``target`` names (``package.module.Name``), importing its module; one-line ConfigError otherwise."""
+def locate(target: Any, key: str, kind: str = "net", trust: tuple[str, ...] | None = None) -> Any:
+    """The object a dotted ``target`` names (``package.module.Name``), importing its module; one-line ConfigError otherwise.
+
+    ``trust`` not None (a checkpoint's name): only what :func:`pairlie.trust.allowed` allows for a
+    ``kind`` part is imported; anything else is refused before its module is looked at.
+    """
     if not isinstance(target, str) or "." not in target.strip("."):
         raise ConfigError(f"{key}._target_={target!r}: must name a class as module.Name")
+    if trust is not None and not trust_policy.allowed(target, kind, trust):
+        raise trust_policy.refusal(target, key, kind)
     parts = target.split(".")
     error: Exception | None = None
     for cut in range(len(parts) - 1, 0, -1):
@@ -58,25 +68,36 @@ def locate(target: Any, key: str) -> Any:
     raise ConfigError(f"{key}._target_={target}: cannot import {parts[0]} ({error}); {IMPORT_HINT}")
 
 
-def build_module(spec: Any, key: str = "model.net") -> nn.Module:
-    """The ``nn.Module`` ``spec`` describes: ``{"_target_": "pkg.Class", arg: value, ...}``, nested specs built first."""
+def build_module(spec: Any, key: str = "model.net", trust: tuple[str, ...] | None = None) -> nn.Module:
+    """The ``nn.Module`` ``spec`` describes: ``{"_target_": "pkg.Class", arg: value, ...}``, nested specs built first.
+
+    ``trust``: None for a spec from a config or Python (anything it names is imported), else the
+    modules trusted beyond :mod:`pairlie.trust`'s allowlist (a checkpoint's spec).
+    """
     if isinstance(spec, nn.Module):
         return spec
     if not isinstance(spec, Mapping) or "_target_" not in spec:
         raise ConfigError(f"{key}: must be a mapping with a _target_ naming an nn.Module class, got {spec!r}")
     if "_partial_" in spec:
         raise ConfigError(f"{key}._partial_: not accepted for a net: a net is built, not called later")
-    cls = locate(spec["_target_"], key)
+    if trust is not None:  # every name in the spec allowed before the first import
+        trust_policy.check_plain(spec, key)
+        trust_policy.check_names(spec, key, "net", trust)
+    cls = locate(spec["_target_"], key, "net", trust)
     if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
         raise ConfigError(
             f"{key}._target_={spec['_target_']}: not an nn.Module class; a net is built only from nn.Module classes"
         )
+    if _is_lightning_module(cls):
+        raise ConfigError(
+            f"{key}._target_={spec['_target_']}: a LightningModule, not a net; name the nn.Module it trains"
+        )
     args = spec.get("_args_", [])
     if not isinstance(args, (list, tuple)):
         raise ConfigError(f"{key}._args_: must be a list of positional arguments")
-    args = [_value(value, f"{key}._args_[{i}]") for i, value in enumerate(args)]
+    args = [_value(value, f"{key}._args_[{i}]", trust) for i, value in enumerate(args)]
     kwargs = {
-        name: _value(value, f"{key}.{name}")
+        name: _value(value, f"{key}.{name}", trust)
         for name, value in spec.items()
         if name not in ("_target_", "_args_") and name not in IGNORED_KEYS
     }
@@ -94,13 +115,54 @@ def build_module(spec: Any, key: str = "model.net") -> nn.Module:
     return module
 
 
-def _value(value: Any, key: str) -> Any:
-    if isinstance(value, Mapping) and "_target_" in value:
-        return build_module(value, key)
+def build_part(spec: Mapping[str, Any], key: str, kind: str, base: type | tuple, *args: Any, trust=None) -> Any:
+    """``spec``'s class (a ``base`` subclass: an optimiser, a scheduler) called with ``args`` and its plain keys.
+
+    The ``_partial_`` spec of a config or checkpoint, completed with what only the run knows (the
+    parameters, the optimiser). No Hydra: nothing nested is instantiated and no ``${...}`` is
+    resolved; a value that is a spec is refused in one line.
+    """
+    target = spec.get("_target_")
+    if trust is not None:
+        trust_policy.check_plain(dict(spec), key)
+    cls = locate(target, key, kind, trust)
+    if not (inspect.isclass(cls) and issubclass(cls, base)):
+        names = " or ".join(f"{b.__module__}.{b.__qualname__}" for b in (base if isinstance(base, tuple) else (base,)))
+        raise ConfigError(f"{key}._target_={target}: not a {names} class")
+    kwargs = {}
+    for name, value in spec.items():
+        if name.startswith("_") and name.endswith("_"):
+            if name in ("_target_", "_partial_", *IGNORED_KEYS):
+                continue
+            raise ConfigError(f"{key}.{name}: not accepted here; give the class's keyword arguments")
+        kwargs[name] = _plain(plain_spec(value), f"{key}.{name}")
+    return cls(*args, **kwargs)
+
+
+def _plain(value: Any, key: str) -> Any:
     if isinstance(value, Mapping):
-        return {k: _value(v, f"{key}.{k}") for k, v in value.items()}
+        if "_target_" in value:
+            raise ConfigError(f"{key}: a spec ({value['_target_']}) where a value belongs; give plain values here")
+        return {k: _plain(v, f"{key}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_value(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_plain(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, PLAIN):
+        return value
+    raise ConfigError(f"{key}: {type(value).__name__} values are not accepted; give numbers, strings or lists")
+
+
+def _is_lightning_module(cls: type) -> bool:
+    lightning = sys.modules.get("lightning.pytorch") or sys.modules.get("pytorch_lightning")
+    return lightning is not None and issubclass(cls, lightning.LightningModule)
+
+
+def _value(value: Any, key: str, trust: tuple[str, ...] | None = None) -> Any:
+    if isinstance(value, Mapping) and "_target_" in value:
+        return build_module(value, key, trust)
+    if isinstance(value, Mapping):
+        return {k: _value(v, f"{key}.{k}", trust) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_value(v, f"{key}[{i}]", trust) for i, v in enumerate(value)]
     if isinstance(value, PLAIN):
         return value
     raise ConfigError(f"{key}: {type(value).__name__} values are not accepted; give numbers, strings, lists or specs")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 import time
@@ -31,12 +30,9 @@ _LOG_DIR: Path | None = None
 def run_cli(spec: CliSpec, hydra_main: Callable[[], Any]) -> None:
     """A console script: check the command line (``--help``, one-line mistakes), then run the Hydra app.
 
-    The working folder goes first on the import path, as for ``python -m``: a net, loss term or
-    dataset of one's own in a file there is found by its ``_target_`` (console scripts start with
-    their own folder on the path instead).
+    A net, loss term or dataset of one's own in a file in the working folder is found by its
+    ``_target_`` or ``trust=`` name (:func:`pairlie.trust.add_working_folder_for`, called by the check).
     """
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
         cfg = check(sys.argv[1:], spec)
     except PairLIEError as exc:

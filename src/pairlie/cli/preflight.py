@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pairlie.errors import ConfigError
 from pairlie.errors import first_line as _first_line
+from pairlie.trust import add_working_folder_for, targets, trusted_modules
 
 CONFIG_MODULE = "pairlie.configs"
 SWEEP_EXTRA = 'pip install "pairlie[sweep]"'
@@ -128,6 +129,8 @@ def check(argv: list[str], spec: CliSpec) -> DictConfig:
         except Exception:
             pass
     cfg = _compose(spec, plain)
+    # modules of one's own that the config or trust= names, found in the working folder (after installed packages)
+    add_working_folder_for([*targets(cfg), *trusted_modules(OmegaConf.select(cfg, "trust", default=None))])
     for override in swept:
         key = override.key_or_group
         if (

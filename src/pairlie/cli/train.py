@@ -39,6 +39,7 @@ from pairlie.runs import (
     summary_lines,
 )
 from pairlie.sweep import RESULT_FILE
+from pairlie.trust import trust_argument, untrusted_modules
 
 
 def instantiate_group(group: DictConfig | None) -> list:
@@ -185,7 +186,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     log.info("run folder: %s", output_dir)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+        # weights_only: a resumed checkpoint is read as data, as checkpoint_progress already did
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except OSError as exc:
         if exc.errno not in WRITE_ERRORS:
             raise
@@ -214,7 +216,9 @@ def report(
     callback = trainer.checkpoint_callback
     checkpoint = (callback.best_model_path or callback.last_model_path) if callback is not None else None
     demo_dir = OmegaConf.select(cfg, "paths.demo_dir", default=None)
-    lines = summary_lines(metrics, output_dir, val_count, checkpoint, test_dir, demo_dir)
+    # a net of one's own: the commands that load its checkpoint trust its module (pairlie.trust)
+    trust = trust_argument(untrusted_modules({"net": trainer.lightning_module.hparams.get("net")}))
+    lines = summary_lines(metrics, output_dir, val_count, checkpoint, test_dir, demo_dir, trust)
     print("\n".join(lines), flush=True)
     # into train.log too, but not a second time onto the terminal
     for handler in logging.getLogger().handlers:
