@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pairlie.checkpoints import read_checkpoint
 from pairlie.collapse import flat_note
 from pairlie.errors import ConfigError, DataError
+from pairlie.specs import locate
 
 log = logging.getLogger("pairlie")
 
@@ -156,6 +157,42 @@ def check_resumable(path: Path, cfg: DictConfig) -> None:
             f"{max_epochs} / trainer.max_steps={max_steps}, nothing to train; resume with the original run's overrides "
             "or raise them"
         )
+
+
+def check_schedule(cfg: DictConfig) -> None:
+    """``trainer.max_epochs`` and ``trainer.max_steps``: whole numbers, -1 (no limit) or more; one line otherwise."""
+    trainer = cfg.get("trainer") or {}
+    for key in ("max_epochs", "max_steps"):
+        value = trainer.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise ConfigError(
+                f"trainer.{key}={value!r}: must be a whole number >= 0 (or -1 for no limit: then set the other of "
+                "trainer.max_epochs / trainer.max_steps)"
+            )
+
+
+def check_classes(cfg: DictConfig) -> None:
+    """The data, logger and callback entries name classes of their kind: one line, before a run folder exists."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import Logger
+
+    wanted = [("data", cfg.get("data"), pl.LightningDataModule, "a LightningDataModule")]
+    for group, base, kind in (
+        ("logger", Logger, "a Lightning Logger"),
+        ("callbacks", pl.Callback, "a Lightning Callback"),
+    ):
+        for name, node in (cfg.get(group) or {}).items():
+            wanted.append((f"{group}.{name}", node, base, kind))
+    for key, node, base, kind in wanted:
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        cls = locate(node._target_, key)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise ConfigError(
+                f"{key}._target_={node._target_}: not {kind} class; name one (see configs/{key.split('.')[0]}/)"
+            )
 
 
 def check_deterministic(cfg: DictConfig) -> None:

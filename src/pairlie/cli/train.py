@@ -27,8 +27,10 @@ from pairlie.precision import bf16_training_note
 from pairlie.runs import (
     WRITE_ERRORS,
     auto_resuming,
+    check_classes,
     check_deterministic,
     check_resumable,
+    check_schedule,
     check_val_fraction,
     check_writable,
     in_submitit_job,
@@ -71,6 +73,8 @@ def check_parts(cfg: DictConfig) -> None:
     train_set = cfg.data.get("train_set") if cfg.get("data") is not None else None
     if train_set is not None and train_set.get("_target_"):
         locate(train_set._target_, "data.train_set")
+    check_classes(cfg)
+    check_schedule(cfg)
 
 
 # keys whose values differ per run without being settings (folders) or that HParams cannot show
