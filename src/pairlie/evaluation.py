@@ -21,9 +21,18 @@ from rich.progress import track
 from pairlie import noref
 from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
-from pairlie.images import quantize, read_rgb, save_image, to_tensor, to_uint8
+from pairlie.images import (
+    DEFAULT_MAX_PIXELS,
+    check_jpeg_quality,
+    image_size,
+    quantize,
+    read_rgb,
+    save_image,
+    to_tensor,
+    to_uint8,
+)
 from pairlie.inference import Enhancer
-from pairlie.metrics import PROTOCOL, paper_scores, psnr, ssim, to_reference_grid
+from pairlie.metrics import PROTOCOL, check_ssim_size, paper_scores, psnr, ssim, to_reference_grid
 from pairlie.nets import enhance
 
 # measure -> whether a higher value is better; the γ table names the best γ of each
@@ -110,6 +119,7 @@ def evaluate(
     gammas: list[float] | None = None,
     no_reference: bool = True,
     thumbnails: Path | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> TestResult:
     """Enhance every low image and score it at every γ in ``gammas`` (default: the enhancer's γ).
 
@@ -119,6 +129,8 @@ def evaluate(
     the first γ go to ``out_dir/enhanced/`` with their source names and formats; with
     ``save_decomposition``, also ``L/``, ``R/``, ``X/`` and ``D/`` (the removed noise, input − X,
     clipped at 0 as an image file must be). ``thumbnails``: a folder for the report's small images.
+    An image over ``max_pixels`` pixels (None: no cap), or a reference smaller than SSIM's window,
+    raises a one-line :class:`~pairlie.errors.DataError` before anything is scored or written.
     """
     from pairlie.report import save_thumbnails  # the report imports this module's results
 
@@ -127,11 +139,15 @@ def evaluate(
         raise ValueError("score_saved scores the written files, which hold one γ only")
     if score_saved and out_dir is None:
         raise ValueError("score_saved scores the written files: give out_dir to write them to")
+    check_jpeg_quality(jpeg_quality)
+    for low_path, high_path in pairs:  # from the headers: a pair that cannot be scored stops nothing half done
+        if high_path is not None:
+            check_ssim_size(low_path, high_path, image_size(high_path))
     result = TestResult(gammas, paired=all(high is not None for _, high in pairs), noref=no_reference)
     for low_path, high_path in track(pairs, description="scoring", transient=True):
-        low_rgb = read_rgb(low_path)[0]
+        low_rgb = read_rgb(low_path, max_pixels=max_pixels)[0]
         low, low8 = to_tensor(low_rgb), to_uint8(low_rgb)
-        ref = to_uint8(read_rgb(high_path)[0]) if high_path is not None else None
+        ref = to_uint8(read_rgb(high_path, max_pixels=max_pixels)[0]) if high_path is not None else None
         out = enhancer.decompose(low)
         input_scores = {}
         if ref is not None:
@@ -147,7 +163,7 @@ def evaluate(
                 save_image(quantize(enhanced), target, jpeg_quality)
             if ref is not None:
                 if score_saved:
-                    saved = to_reference_grid(to_tensor(read_rgb(target)[0]), ref)
+                    saved = to_reference_grid(to_tensor(read_rgb(target, max_pixels=None)[0]), ref)
                     score.psnr, score.ssim = psnr(saved, ref), ssim(saved, ref)
                 else:
                     score.psnr, score.ssim = paper_scores(enhanced, ref)

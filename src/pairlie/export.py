@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 from pairlie import __version__
 from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError, DataError, VerificationError, first_line
-from pairlie.files import atomic_open
+from pairlie.files import WriteError, atomic_open, check_writable_folder
 from pairlie.images import read_rgb, to_tensor, to_uint8
 from pairlie.inference import DEFAULT_GAMMA, Enhancer, input_channels
 from pairlie.specs import describe
@@ -128,14 +129,20 @@ def check_request(ckpt: Path, output: Path, fmt: str, outputs: str, opset: int, 
         raise ConfigError(
             f"opset={opset!r}: unsupported; choose {ONNX_OPSETS[0]} to {ONNX_OPSETS[-1]} (default {DEFAULT_OPSET})"
         )
-    if not output.parent.is_dir():
-        raise DataError(f"output={output}: folder {output.parent} does not exist; create it or write elsewhere")
     if output.is_dir():
         raise DataError(f"output={output}: is a folder; give a file name such as {output / ('pairlie' + FORMATS[fmt])}")
+    if not output.parent.is_dir():
+        ancestor = next((p for p in output.parents if os.path.lexists(p)), None)
+        if ancestor is not None and not ancestor.is_dir():
+            raise DataError(f"output={output}: {ancestor} is a file, not a folder; write elsewhere")
+        raise DataError(f"output={output}: folder {output.parent} does not exist; create it or write elsewhere")
+    if output.exists() and not output.is_file():
+        raise DataError(f"output={output}: not a regular file (a FIFO, socket or device); choose another name")
     if ckpt.is_file() and output.exists() and output.resolve() == ckpt.resolve():
         raise DataError(f"output={output}: is the checkpoint being exported; choose another name")
     if output.exists() and not overwrite:
         raise DataError(f"output={output}: exists; pass overwrite=true to replace it, or choose another name")
+    check_writable_folder(output.parent, "output", output)  # a read-only folder: now, not after the export and checks
 
 
 def to_onnx(net: nn.Module, gamma: float, opset: int, outputs: str, metadata: dict[str, str]) -> bytes:
@@ -250,6 +257,7 @@ def verify(run: Runner, net: nn.Module, gamma: float, outputs: str, images: Sequ
     """Each image through ``run`` and through pairlie's exact :class:`Enhancer` (conv=direct); raises past :data:`MAX_GREY_LEVELS`.
 
     The default γ is checked on every image, and an explicit other γ on the first, so the γ input is exercised.
+    A NaN or infinite value in either output fails the check: it has no grey level to compare.
     """
     checks = []
     for index, image in enumerate(images):
@@ -257,12 +265,21 @@ def verify(run: Runner, net: nn.Module, gamma: float, outputs: str, images: Sequ
             parts = Enhancer(net, gamma=g or gamma, device="cpu", conv="direct").decompose(image)  # the exact path
             expected = [parts.enhanced, parts.illumination, parts.reflectance, parts.denoised][: len(OUTPUTS[outputs])]
             got = run(image.numpy(), g)
+            size = "×".join(map(str, image.shape))
+            for name, a, b in zip(OUTPUTS[outputs], got, expected, strict=True):
+                bad = [
+                    who for who, x in (("the exported model", a), ("pairlie", b.numpy())) if not np.isfinite(x).all()
+                ]
+                if bad:
+                    raise VerificationError(
+                        f"{' and '.join(bad)} computed NaN or infinite values ({name}) on a {size} image at gamma "
+                        f"{g or gamma:g}: the checkpoint's weights do not compute an image; nothing was written"
+                    )
             levels = max(int(np.abs(_grey(a) - _grey(b.numpy())).max()) for a, b in zip(got, expected, strict=True))
             diff = max(float(np.abs(a - b.numpy()).max()) * 255 for a, b in zip(got, expected, strict=True))
             check = Check(tuple(image.shape), g or gamma, levels, diff)
             checks.append(check)
             if levels > MAX_GREY_LEVELS:
-                size = "×".join(map(str, check.shape))
                 raise VerificationError(
                     f"the exported model differs from pairlie by {levels} grey levels on a {size} image at gamma "
                     f"{check.gamma:g} (limit {MAX_GREY_LEVELS}); nothing was written"
@@ -318,6 +335,9 @@ def export(
             else []
         )
         report.skipped = None if verify_on else "verify=false"
-    with atomic_open(output, "wb") as fh:
-        fh.write(data)
+    try:
+        with atomic_open(output, "wb") as fh:
+            fh.write(data)
+    except WriteError as exc:  # a disk that filled up meanwhile: nothing is left, an existing output is intact
+        raise DataError(f"output={output}: {exc}; nothing was written") from None
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,19 @@ from PIL import Image
 from rich.progress import track
 
 from pairlie.errors import ConfigError, DataError
-from pairlie.images import IMAGE_EXTENSIONS, WRITABLE_EXTENSIONS, frame_count, quantize, read_rgb, save_image, to_tensor
+from pairlie.files import WriteError, check_writable_folder
+from pairlie.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    WRITABLE_EXTENSIONS,
+    check_jpeg_quality,
+    frame_count,
+    is_regular_file,
+    quantize,
+    read_rgb,
+    save_image,
+    to_tensor,
+)
 from pairlie.inference import Enhancer, gamma_for_brightness
 from pairlie.nets import enhance
 
@@ -33,9 +46,14 @@ def collect_inputs(source: str | Path) -> Inputs:
     """Every image of a file or a folder tree; other files are listed in ``skipped`` with the reason.
 
     Folders are walked without following symbolic links (no loops); a folder named like an image
-    (``x.jpg/``) is walked, not read.
+    (``x.jpg/``) is walked, not read; a FIFO, socket or device named like one is passed over unopened
+    (reading a FIFO would wait for a writer forever).
     """
     source = Path(source).expanduser()
+    if source.exists() and not source.is_file() and not source.is_dir():
+        raise DataError(
+            f"input={source}: not a regular file (a FIFO, socket or device); give an image file or a folder"
+        )
     if source.is_file():
         if source.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DataError(f"input={source}: not an image pairlie reads ({READABLE})")
@@ -47,7 +65,9 @@ def collect_inputs(source: str | Path) -> Inputs:
         dirs.sort()
         for name in sorted(files):
             path = Path(folder) / name
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
+            if path.suffix.lower() in IMAGE_EXTENSIONS and os.path.exists(path) and not is_regular_file(path):
+                found.skipped.append((path, "not a regular file"))
+            elif path.suffix.lower() in IMAGE_EXTENSIONS:
                 found.items.append((path, path.relative_to(source)))
             else:
                 found.skipped.append((path, f"not an image pairlie reads ({READABLE})"))
@@ -76,7 +96,9 @@ def check_output(
 
     ``extra``: other files the run writes into ``output`` (``gamma.csv``), kept unless ``overwrite`` too. No
     enhanced image can land on one of them: inputs are images, and outputs keep an image suffix.
+    An output that is a file, lies under one, or cannot be written is refused too, before any work.
     """
+    check_writable_folder(output, "output")
     source, output = Path(source).expanduser().resolve(), Path(output).expanduser().resolve()
     if source.is_dir() and (output == source or output.is_relative_to(source)):
         raise ConfigError(f"output={output}: is inside input={source}; choose an output folder outside the input")
@@ -86,13 +108,18 @@ def check_output(
     clash = [t for t in targets if os.path.realpath(t) in inputs]
     if clash:
         raise ConfigError(f"output={output}: would overwrite the input {clash[0]}; choose another output folder")
-    seen: dict[Path, Path] = {}
-    for (src, _), target in zip(items, targets, strict=True):
+    seen: dict[Path, tuple[Path, Path]] = {}
+    for (src, rel), target in zip(items, targets, strict=True):
         if target in seen:
-            raise ConfigError(
-                f"format={fmt}: {seen[target].name} and {src.name} would both be written to {target}; use format=same"
+            first, first_rel = seen[target]
+            # format=same keeps each file's suffix, but GIF (and other unwritable formats) become PNG
+            fix = (
+                "use format=same to keep each file's format, or rename one of them"
+                if fmt != "same" and output_path(rel) != output_path(first_rel)
+                else "rename one of them, or enhance them into separate output folders"
             )
-        seen[target] = src
+            raise ConfigError(f"format={fmt}: {first.name} and {src.name} would both be written to {target}; {fix}")
+        seen[target] = (src, rel)
     existing = [t for t in [*targets, *(output / name for name in extra)] if t.exists() or t.is_symlink()]
     if existing and not overwrite:
         raise ConfigError(
@@ -110,19 +137,25 @@ def enhance_files(
     fmt: str = "same",
     brightness: float | None = None,
     chosen: list[tuple[Path, float, float]] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
     """Enhance every item into ``output``.
 
-    Returns ``(failures, notes)``: ``(file, reason)`` for each file that could not be read, and
+    Returns ``(failures, notes)``: ``(file, reason)`` for each file that could not be read (or is
+    over ``max_pixels`` pixels; None: no cap), and
     ``(file, note)`` for each one enhanced with a caveat (first frame of an animation, GIF as PNG).
+    A file that cannot be written for want of space or permission stops the batch with a one-line
+    :class:`~pairlie.files.WriteError` (every later file would fail the same way); the images
+    written before it are kept.
     With ``brightness``, each image gets the γ that brings its mean to that value
     (:func:`pairlie.inference.gamma_for_brightness`), appended to ``chosen`` as
     ``(output path relative to output, γ, mean of the written image)``.
     """
+    check_jpeg_quality(jpeg_quality)
     failures, notes = [], []
-    for src, rel in track(items, description="enhancing"):
+    for done, (src, rel) in enumerate(track(items, description="enhancing")):
         try:
-            rgb, alpha = read_rgb(src, keep_alpha=keep_alpha)
+            rgb, alpha = read_rgb(src, keep_alpha=keep_alpha, max_pixels=max_pixels)
         except DataError as exc:
             failures.append((src, str(exc).removeprefix(f"{src}: ")))
             continue
@@ -143,5 +176,12 @@ def enhance_files(
         image = Image.fromarray(array)
         if alpha is not None and target.suffix.lower() in ALPHA_FORMATS:
             image.putalpha(Image.fromarray(alpha))
-        save_image(image, Path(output) / target, jpeg_quality)
+        try:
+            save_image(image, Path(output) / target, jpeg_quality)
+        except WriteError as exc:
+            if exc.errno in (errno.ENAMETOOLONG, errno.EISDIR):  # this file's name or place only
+                failures.append((src, str(exc)))
+                continue
+            written = done - len(failures)
+            raise DataError(f"output={output}: {exc} ({written} image(s) written before it are kept)") from None
     return failures, notes

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import os
+import stat
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from pairlie.errors import DataError
+from pairlie.errors import ConfigError, DataError
 from pairlie.files import atomic_open
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 # formats an enhanced image is written in unchanged; others (GIF: 256 colours) are written as PNG
 WRITABLE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+# the largest image decoded unless asked (the max_pixels key): Pillow's own decompression-bomb limit
+DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS
+_BOMB_CHECK = threading.RLock()  # Pillow's limit is a module global: one reader switches it at a time
 
 
 def is_image_file(path: Path) -> bool:
@@ -28,38 +35,78 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
+def is_regular_file(path: Path) -> bool:
+    """True for a regular file (after symbolic links); False for a FIFO, socket or device, which would block or never end."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _require_regular(path: Path) -> None:
+    # opening a FIFO named x.png waits for a writer forever: never open one
+    if os.path.exists(path) and not is_regular_file(path):
+        raise DataError(f"{path}: not a regular file (a FIFO, socket or device); remove it or give an image file")
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """``Image.open(path)`` with Pillow's decompression-bomb check off: :func:`read_rgb` applies ``max_pixels`` itself."""
+    _require_regular(path)
+    with _BOMB_CHECK:
+        pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. palette transparency notices
+                with Image.open(path) as img:
+                    yield img
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` after EXIF orientation, read from the header only."""
     try:
-        with Image.open(path) as img:
+        with _opened(path) as img:
             size = img.size
             orientation = img.getexif().get(0x0112, 1)
+    except DataError:
+        raise
     except Exception as exc:  # PIL raises many kinds: report them all the same way
         raise DataError(f"{path}: cannot read image ({_reason(exc)}); replace or remove the file") from None
     return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
 
 
-def read_rgb(path: str | Path, keep_alpha: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def read_rgb(
+    path: str | Path, keep_alpha: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode ``path`` to an H×W×3 RGB array (uint8, or uint16 for 16-bit files) and its alpha if asked.
 
     EXIF orientation is applied; grayscale is repeated over RGB; palette, CMYK and other modes are
-    converted by Pillow. A file that cannot be decoded raises a one-line :class:`DataError`.
+    converted by Pillow. An image of more than ``max_pixels`` pixels (its header says; None: no cap)
+    is refused before it is decoded. A file that cannot be decoded raises a one-line :class:`DataError`.
+
+    One-channel integer and float images (TIFF modes ``I;16``, ``I``, ``F``) are scaled by what they
+    hold, as they carry no bit depth of their own (see :func:`gray_levels`).
     """
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. palette transparency notices
-            with Image.open(path) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                alpha = None
-                if keep_alpha and ("A" in img.getbands() or "transparency" in img.info):
-                    alpha = np.asarray(img.convert("RGBA"))[..., 3].copy()
-                if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    gray = np.asarray(img, dtype=np.int64).clip(0, 65535).astype(np.uint16)
-                    rgb = np.repeat(gray[..., None], 3, axis=2)
-                else:
-                    rgb = np.asarray(img.convert("RGB")).copy()
+        with _opened(path) as img:
+            pixels = img.size[0] * img.size[1]
+            if max_pixels is not None and pixels > max_pixels:
+                raise DataError(
+                    f"{path}: {pixels} pixels is over max_pixels={max_pixels}; raise max_pixels to enhance it"
+                )
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            alpha = None
+            if keep_alpha and ("A" in img.getbands() or "transparency" in img.info):
+                alpha = np.asarray(img.convert("RGBA"))[..., 3].copy()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                gray = gray_levels(np.asarray(img), img.mode)
+                rgb = np.repeat(gray[..., None], 3, axis=2)
+            else:
+                rgb = np.asarray(img.convert("RGB")).copy()
     except DataError:
         raise
     except Exception as exc:
@@ -67,6 +114,35 @@ def read_rgb(path: str | Path, keep_alpha: bool = False) -> tuple[np.ndarray, np
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise DataError(f"{path}: image is empty; replace or remove the file")
     return rgb, alpha
+
+
+def gray_levels(values: np.ndarray, mode: str) -> np.ndarray:
+    """A one-channel integer or float image as uint8 or uint16, scaled by its mode and the values it holds.
+
+    - ``I;16`` (16-bit): as is, uint16 (white is 65535).
+    - ``I`` (32-bit integer): 8-bit values (max <= 255) as uint8; 16-bit values (max <= 65535) as
+      uint16; larger ones scaled from the 32-bit range (white is 2**31 - 1).
+    - ``F`` (float): values in [0, 1] are taken as is, in [0, 255] as 8-bit levels, in [0, 65535] as
+      16-bit levels, larger ones scaled by their maximum; NaN is black, infinity white. Written as uint16.
+
+    Negative values are black. An 8-bit image whose brightest pixel is 0 or 1 is ambiguous in
+    ``F``: it is read as [0, 1].
+    """
+    if mode.startswith("I;16"):
+        return values.astype(np.int64).clip(0, 65535).astype(np.uint16)
+    if mode == "I":
+        ints = values.astype(np.int64).clip(0, None)
+        top = int(ints.max(initial=0))
+        if top <= 255:
+            return ints.astype(np.uint8)
+        if top <= 65535:
+            return ints.astype(np.uint16)
+        return (ints.astype(np.float64) * (65535 / (2**31 - 1))).round().clip(0, 65535).astype(np.uint16)
+    floats = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=np.inf, neginf=0.0)
+    finite = floats[np.isfinite(floats)]
+    top = float(finite.max(initial=0.0))
+    white = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else top
+    return (floats * (65535.0 / white)).clip(0, 65535).round().astype(np.uint16)
 
 
 def to_uint8(rgb: np.ndarray) -> np.ndarray:
@@ -104,10 +180,27 @@ def save_atomic(img: Image.Image, path: Path, **save_kwargs) -> None:
 def frame_count(path: Path) -> int:
     """Frames in an animated GIF/WebP or pages in a multi-page TIFF (1 for a still image), from the header."""
     try:
-        with Image.open(path) as img:
+        with _opened(path) as img:
             return int(getattr(img, "n_frames", 1))
     except Exception:
         return 1
+
+
+def check_max_pixels(max_pixels: object) -> None:
+    """Raise a one-line :class:`ConfigError` unless ``max_pixels`` is a positive integer or None (no cap)."""
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
+        raise ConfigError(
+            f"max_pixels={max_pixels!r}: must be a positive integer (default {DEFAULT_MAX_PIXELS}, Pillow's), "
+            "or null for no cap"
+        )
+
+
+def check_jpeg_quality(quality: object) -> None:
+    """Raise a one-line :class:`ConfigError` unless ``quality`` is an integer from 1 to 100."""
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ConfigError(
+            f"jpeg_quality={quality!r}: must be an integer from 1 to 100 (default 95; above 95 files grow for little gain)"
+        )
 
 
 def save_image(img: Image.Image | np.ndarray, path: Path, jpeg_quality: int = 95) -> None:

@@ -10,6 +10,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pairlie.collapse import FLAT_METRIC
+from pairlie.files import write_atomic
 
 RESULT_FILE = "val_metrics.json"
 
@@ -54,7 +55,7 @@ class SweepSummary(Callback):
         rows = collect(sweep_dir)
         if not rows:
             return
-        (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+        write_atomic(sweep_dir / "summary.json", json.dumps(rows, indent=2) + "\n")  # never half a summary
         print(f"\nsweep summary ({sweep_dir / 'summary.json'}), best first:\n{format_table(rows)}")
 
 

@@ -15,6 +15,7 @@ from pairlie.cli.preflight import CliSpec
 from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
 from pairlie.folders import GAMMA_FILE, check_output, collect_inputs, enhance_files
+from pairlie.images import check_jpeg_quality, check_max_pixels
 from pairlie.inference import Enhancer
 from pairlie.runs import resolve_checkpoint
 
@@ -24,6 +25,8 @@ def enhance(cfg: DictConfig) -> int:
     apply_speed_settings(cfg)
     if cfg.alpha not in ("keep", "drop"):
         raise ConfigError(f"alpha={cfg.alpha!r}: must be keep or drop")
+    check_jpeg_quality(cfg.jpeg_quality)
+    check_max_pixels(cfg.max_pixels)
     auto = cfg.model.gamma == "auto"
     brightness = cfg.brightness
     if auto and (isinstance(brightness, bool) or not isinstance(brightness, (int, float)) or not 0 < brightness < 1):
@@ -56,6 +59,7 @@ def enhance(cfg: DictConfig) -> int:
         fmt=cfg.format,
         brightness=float(brightness) if auto else None,
         chosen=chosen,
+        max_pixels=cfg.max_pixels,
     )
     if auto:
         write_gamma_file(output / GAMMA_FILE, chosen)

@@ -9,11 +9,12 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from pairlie.data.datasets import PairedImageDataset
+from pairlie.data.datasets import PairedImageDataset, check_patch_size
 from pairlie.data.demo import build_demo
 from pairlie.data.sampling import SeededSampler, run_seed
 from pairlie.data.scenes import discover_pairs, discover_scenes, discover_test_images
 from pairlie.errors import ConfigError, DataError
+from pairlie.images import DEFAULT_MAX_PIXELS
 from pairlie.specs import locate, plain_spec
 
 DEFAULT_TRAIN_SET = "pairlie.data.ExposurePairDataset"
@@ -30,7 +31,8 @@ class PairLIEDataModule(L.LightningDataModule):
 
     ``gamma`` is not used here: it is the data preset's γ (``data.gamma``: LOL 0.14, SICE 0.2), which
     the configs read (``model.gamma``'s default, ``pairlie-test``'s γ), taken because Hydra passes
-    every key of ``data`` to this class.
+    every key of ``data`` to this class. ``max_pixels``: validation and test images over this many
+    pixels are refused from their header (``pairlie-test`` passes its ``max_pixels`` key; None: no cap).
     """
 
     def __init__(
@@ -52,13 +54,13 @@ class PairLIEDataModule(L.LightningDataModule):
         gamma: float | None = None,
         seed: int | None = None,
         train_set: Mapping[str, Any] | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         super().__init__()
         for key, value in (("batch_size", batch_size), ("repeats", repeats)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"data.{key}={value!r}: must be a positive integer")
-        if patch_size is not None and (not isinstance(patch_size, int) or patch_size < 1):
-            raise ConfigError(f"data.patch_size={patch_size!r}: must be a positive integer, or null for whole images")
+        check_patch_size(patch_size)
         if batch_size > 1 and not patch_size:
             raise ConfigError(
                 "data.batch_size > 1 needs data.patch_size: whole images of different sizes cannot be batched"
@@ -127,7 +129,7 @@ class PairLIEDataModule(L.LightningDataModule):
             if not isinstance(limit, int) or limit < 1:
                 raise ConfigError(f"{key.replace('_dir', '_limit')}={limit!r}: must be a positive integer or null")
             pairs = pairs[:limit]
-        dataset = PairedImageDataset(pairs)
+        dataset = PairedImageDataset(pairs, self.hparams.max_pixels)
         dataset.check_readable()
         return dataset
 

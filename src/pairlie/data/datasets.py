@@ -9,8 +9,23 @@ from torch.utils.data import Dataset
 
 from pairlie.data.sampling import Draw
 from pairlie.data.scenes import Scene
-from pairlie.errors import DataError
-from pairlie.images import read_rgb, to_tensor, to_uint8
+from pairlie.errors import ConfigError, DataError
+from pairlie.images import DEFAULT_MAX_PIXELS, read_rgb, to_tensor, to_uint8
+from pairlie.metrics import check_ssim_size
+
+# the paper's nets pad each 3x3 convolution by reflection, which needs two pixels
+MIN_PATCH_SIZE = 2
+
+
+def check_patch_size(patch_size: object) -> None:
+    """Raise a one-line :class:`ConfigError` unless ``patch_size`` is None or an integer >= :data:`MIN_PATCH_SIZE`."""
+    if patch_size is not None and (
+        isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < MIN_PATCH_SIZE
+    ):
+        raise ConfigError(
+            f"data.patch_size={patch_size!r}: must be an integer of at least {MIN_PATCH_SIZE} (the nets' reflection "
+            "padding needs 2 pixels; the paper crops 128), or null for whole images"
+        )
 
 
 class ExposurePairDataset(Dataset):
@@ -41,6 +56,7 @@ class ExposurePairDataset(Dataset):
     ) -> None:
         if repeats < 1:
             raise DataError(f"data.repeats={repeats}: must be a positive integer")
+        check_patch_size(patch_size)
         if not isinstance(exposures, int) or exposures < 2:
             raise DataError(f"data.train_set.exposures={exposures!r}: must be an integer >= 2 (the paper's pairs: 2)")
         short = [scene for scene in scenes if len(scene.paths) < exposures]
@@ -109,22 +125,24 @@ def same_flips(images: list[torch.Tensor], generator: torch.Generator | None) ->
 class PairedImageDataset(Dataset):
     """Item: ``{"low": 3×H×W float, "high": H×W×3 uint8, "name": low file name}``; no ``"high"`` where a test image has no reference."""
 
-    def __init__(self, pairs: list[tuple[Path, Path | None]]) -> None:
+    def __init__(self, pairs: list[tuple[Path, Path | None]], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self.pairs = pairs
+        self.max_pixels = max_pixels  # larger images are refused from their header (None: no cap)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict:
         low, high = self.pairs[index]
-        item = {"low": to_tensor(read_rgb(low)[0]), "name": low.name}
+        item = {"low": to_tensor(read_rgb(low, max_pixels=self.max_pixels)[0]), "name": low.name}
         if high is not None:
-            item["high"] = torch.from_numpy(to_uint8(read_rgb(high)[0]))
+            item["high"] = torch.from_numpy(to_uint8(read_rgb(high, max_pixels=self.max_pixels)[0]))
         return item
 
     def check_readable(self) -> None:
-        """Decode every file once so that a broken one is named before training starts."""
+        """Decode every file once so that a broken one, or a pair too small for SSIM, is named before any work starts."""
         for low, high in self.pairs:
-            read_rgb(low)
+            read_rgb(low, max_pixels=self.max_pixels)
             if high is not None:
-                read_rgb(high)
+                height, width = read_rgb(high, max_pixels=self.max_pixels)[0].shape[:2]
+                check_ssim_size(low, high, (width, height))
