@@ -345,3 +345,49 @@ def test_the_official_weights_load_as_data():
         pytest.skip("needs ../shared/weights/PairLIE.pth (the authors' checkpoint)")
     net, hparams = load_net(OFFICIAL_WEIGHTS)
     assert isinstance(net, PairLIENet) and net.width == 64 and hparams == {}
+
+
+# --- configs are code, still checked before a run folder exists ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("data._target_=pairlie.nets.PairLIENet", "data._target_=pairlie.nets.PairLIENet: not a LightningDataModule"),
+        (
+            "+logger.x._target_=pairlie.nets.ConvNet",
+            "logger.x._target_=pairlie.nets.ConvNet: not a Lightning Logger class",
+        ),
+        (
+            "callbacks.model_summary._target_=torch.nn.Identity",
+            "callbacks.model_summary._target_=torch.nn.Identity: not a Lightning Callback class",
+        ),
+        ("trainer.max_epochs=-5", "trainer.max_epochs=-5: must be a whole number >= 0"),
+        ("hydra.run.dir=afile/run", "is a file, not a folder"),
+    ],
+    ids=["data", "logger", "callback", "max-epochs", "run-dir-through-a-file"],
+)
+@RunIf(clis=("pairlie-train",))
+def test_a_config_entry_of_the_wrong_kind_is_one_line_and_no_run_folder(
+    bad, message, tmp_path, scene_tree, paired_tree
+):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "afile").write_text("the user's file")
+    result = run_cli("pairlie-train", f"data.train_dir={scene_tree}", f"data.val_dir={paired_tree}", bad, cwd=work)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["afile"] and (work / "afile").read_text() == "the user's file"
+
+
+def test_a_read_only_run_folder_is_one_line(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from pairlie.runs import check_run_folder
+
+    cfg = OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "logs" / "run")}, "mode": "RUN"}})
+    check_run_folder(cfg)
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)  # as on a read-only disk
+    with pytest.raises(ConfigError, match=rf"cannot write in {tmp_path} \(read-only or not yours\)"):
+        check_run_folder(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,33 @@ def check_no_earlier_test(out_dir: Path, overwrite: bool) -> None:
     if (out_dir / "metrics.json").exists() and not overwrite:
         raise ConfigError(
             f"hydra.run.dir={out_dir}: holds the results of an earlier test run; choose another folder or pass overwrite=true"
+        )
+
+
+def check_run_folder(cfg: DictConfig) -> None:
+    """The folder Hydra will make for this run (``hydra.run.dir``, or ``hydra.sweep.dir`` with ``-m``) can be made.
+
+    Hydra makes it before pairlie runs, and a read-only disk or a path through a file would end
+    there in a traceback: one line naming the folder instead.
+    """
+    multirun = bool(OmegaConf.select(cfg, "hydra.mode", default=None) == "MULTIRUN") or "-m" in sys.argv[1:]
+    multirun = multirun or "--multirun" in sys.argv[1:]
+    try:
+        folder = OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir", default=None)
+    except Exception:  # an interpolation only Hydra's runtime resolves: Hydra's to report
+        return
+    if not folder or str(folder) == ".":
+        return
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    path = Path(str(folder)).expanduser().absolute()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={path}: {existing} is a file, not a folder; choose another {key} or paths.log_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{key}={path}: cannot write in {existing} (read-only or not yours); choose a writable {key} or paths.log_dir"
         )
 
 

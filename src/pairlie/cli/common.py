@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 
 from pairlie.cli.preflight import CliSpec, check
 from pairlie.errors import PairLIEError
+from pairlie.runs import check_run_folder
 from pairlie.speed import keep_freed_memory
 
 # A package path, not a file path: it resolves the same after `pip install .` as in a checkout.
@@ -35,6 +36,7 @@ def run_cli(spec: CliSpec, hydra_main: Callable[[], Any]) -> None:
     """
     try:
         cfg = check(sys.argv[1:], spec)
+        check_run_folder(cfg)
     except PairLIEError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
