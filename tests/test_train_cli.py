@@ -134,7 +134,7 @@ def test_console_script_trains_from_another_folder(tmp_path, scene_tree, paired_
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.gamma=abc", "error: model.gamma='abc': must be a number > 0"),
+        ("model.gamma=abc", "error: model.gamma='abc': must be a number in (0, 10]"),
         ("model.loss.fidelity=-1", "error: model.loss.fidelity: must be a number >= 0"),
         ("data.patch_size=4096", "smaller than data.patch_size=4096"),
         ("data.train_dir=/nonexistent/scenes", "error: data.train_dir=/nonexistent/scenes: folder does not exist"),

@@ -297,6 +297,7 @@ def export(
     verify_on: bool = True,
     verify_images: Sequence[str | Path] = (),
     overwrite: bool = False,
+    trust: str | list[str] | None = None,
 ) -> Report:
     """Write ``ckpt_path`` as one deployable file at ``output``, verified first; returns what was done.
 
@@ -305,7 +306,7 @@ def export(
     """
     ckpt, output = Path(ckpt_path).expanduser(), Path(output).expanduser()
     check_request(ckpt, output, fmt, outputs, opset, overwrite)
-    net, hparams = load_net(ckpt)
+    net, hparams = load_net(ckpt, trust)
     gamma = float(hparams.get("gamma", DEFAULT_GAMMA) if gamma is None else gamma)
     if not gamma > 0:
         raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")

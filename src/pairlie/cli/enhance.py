@@ -38,6 +38,7 @@ def enhance(cfg: DictConfig) -> int:
     enhancer = Enhancer.from_checkpoint(
         resolve_checkpoint(cfg),
         gamma=None if auto else cfg.model.gamma,
+        trust=cfg.trust,
         device=cfg.device,
         half=cfg.half,
         tile=cfg.tile,

@@ -23,6 +23,7 @@ def export_checkpoint(cfg: DictConfig) -> Report:
         verify_on=cfg.verify,
         verify_images=OmegaConf.to_object(cfg.verify_images) or [],
         overwrite=cfg.overwrite,
+        trust=cfg.trust,
     )
     for check in report.checks:
         size = "×".join(map(str, check.shape))

@@ -39,6 +39,7 @@ def test(cfg: DictConfig) -> dict:
     enhancer = Enhancer.from_checkpoint(
         checkpoint,
         gamma=gamma,
+        trust=cfg.trust,
         device=cfg.device,
         half=cfg.half,
         tile=cfg.tile,
