@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairlie.errors import ConfigError
+from pairlie.nets import enhance
 
 
 def tv_loss(illumination: Tensor) -> Tensor:
@@ -46,17 +47,19 @@ EXPOSURE_CHOICES = ("first", "all")
 
 
 class Step:
-    """The tensors of one training step, for loss terms: exposures and each one's L, R and X, as fp32.
+    """The tensors of one training step, for loss terms: exposures and each one's L, R, X and I, as fp32.
 
-    ``images[k]`` is exposure ``k`` (0-based, N×C×H×W); :meth:`illumination`, :meth:`reflectance`
-    and :meth:`denoised` give the nets' outputs for it, computed the first time a term asks (the
-    paper's terms never need the illumination of the second exposure, so it is never computed).
-    ``compute(k, part)`` computes a part (``"illumination"``, ``"reflectance"``, ``"denoised"``).
+    ``images[k]`` is exposure ``k`` (0-based, N×C×H×W); :meth:`illumination`, :meth:`reflectance`,
+    :meth:`denoised` and :meth:`enhanced` give the nets' outputs for it, computed the first time a
+    term asks (the paper's terms never need the illumination of the second exposure, so it is never
+    computed). ``compute(k, part)`` computes a part (``"illumination"``, ``"reflectance"``,
+    ``"denoised"``); ``gamma`` is the run's γ, for :meth:`enhanced`.
     """
 
-    def __init__(self, images: list[Tensor], compute) -> None:
+    def __init__(self, images: list[Tensor], compute, gamma: float | None = None) -> None:
         self.images = [im.float() for im in images]
         self._compute = compute
+        self.gamma = gamma
         self._cache: dict[tuple[int, str], Tensor] = {}
 
     def __len__(self) -> int:
@@ -79,6 +82,14 @@ class Step:
 
     def denoised(self, k: int = 0) -> Tensor:
         return self._get(k, "denoised")
+
+    def enhanced(self, k: int = 0) -> Tensor:
+        """The enhanced image ``I = L**gamma * R`` of exposure ``k`` at the run's γ (what pairlie-enhance gives)."""
+        if self.gamma is None:
+            raise ValueError("this Step has no gamma: build it with Step(images, compute, gamma=...)")
+        if (k, "enhanced") not in self._cache:
+            self._cache[(k, "enhanced")] = enhance(self.illumination(k), self.reflectance(k), self.gamma)
+        return self._cache[(k, "enhanced")]
 
 
 def _exposures(step: Step, exposures: str) -> range:

@@ -304,7 +304,7 @@ class PairLIEModule(L.LightningModule):
         parts = self.step_nets()
         if parts is None:  # a net of one's own: its forward gives L, R and X of each exposure
             outputs = [self.net(im) for im in images]
-            step = Step(images, compute=None)
+            step = Step(images, compute=None, gamma=self.hparams.gamma)
             for k, out in enumerate(outputs):
                 for part, value in zip(("illumination", "reflectance", "denoised"), out, strict=True):
                     step.put(k, part, value)
@@ -316,7 +316,7 @@ class PairLIEModule(L.LightningModule):
             with torch.autocast(self.device.type, dtype=dtype, enabled=autocast):
                 return illumination(denoised[k])
 
-        step = Step(images, compute=compute)
+        step = Step(images, compute=compute, gamma=self.hparams.gamma)
         for k, im in enumerate(images):
             denoised.append(denoiser(im))
             step.put(k, "denoised", denoised[k])
