@@ -19,7 +19,7 @@ from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
 from pairlie.images import quantize, to_tensor
 from pairlie.nets import enhance
-from pairlie.receptive import receptive_radius, unknown_layer
+from pairlie.receptive import alignment, declares, receptive_radius, unknown_layer
 from pairlie.streaming import split, streamable
 
 log = logging.getLogger("pairlie")
@@ -33,6 +33,9 @@ RECEPTIVE_RADIUS = 10
 AUTO_TILE = {"cpu": None, "cuda": 1024, "mps": 1024}
 CPU_TILE = 512
 DEFAULT_GAMMA = 0.2
+# a declared tiling contract holds when tiles equal the whole-image forward to this on a random
+# probe (outputs in [0, 1]; float rounding is ~1e-6, a shifted sampling grid ~1e-2)
+TILE_TOLERANCE = 1e-4
 # model.gamma=auto searches this range, to 3 decimals: 0.01 is far brighter than any γ the authors
 # used, 1 gives L·R ≈ the (denoised) input itself
 AUTO_GAMMA_RANGE = (0.01, 1.0)
@@ -110,6 +113,60 @@ def input_channels(net: torch.nn.Module) -> int | None:
         return channels
     first = next((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
     return first.in_channels if first is not None else None
+
+
+def checked_outputs(outputs, shape: torch.Size) -> tuple[Tensor, ...]:
+    """A net's ``(illumination, reflectance, denoised)`` as fp32 CPU tensors, each the input's size; one line otherwise."""
+    if not isinstance(outputs, (tuple, list)) or len(outputs) != 3 or any(t.shape[-2:] != shape[-2:] for t in outputs):
+        shapes = [tuple(t.shape) for t in outputs] if isinstance(outputs, (tuple, list)) else type(outputs)
+        raise ConfigError(
+            f"the net's forward must return (illumination, reflectance, denoised) the size of its input "
+            f"{tuple(shape)}; it returned {shapes}"
+        )
+    return tuple(t.float().cpu().contiguous() for t in outputs)
+
+
+def dependence_radius(net: torch.nn.Module, channels: int, radius: int, align: int, device: torch.device) -> int:
+    """How far (in pixels, each way) ``net``'s output pixels reach into a random input, measured by the gradient.
+
+    Output pixels at every phase of the ``align`` grid, in the middle of an input wide enough to
+    show a reach of twice ``radius``; input pixels whose gradient is exactly zero do not count. A
+    reach to the probe's edge is returned as that distance (a global layer reaches further).
+    """
+    half = 2 * radius + 4 * align + 8
+    size = 2 * half + align
+    generator = torch.Generator().manual_seed(1)
+    probe = torch.rand(1, channels, size, size, generator=generator).to(device).requires_grad_(True)
+    outputs = net(probe)
+    reach = 0
+    for i, (row, col) in enumerate((half + a, half + b) for a in range(align) for b in range(align)):
+        (grad,) = torch.autograd.grad(
+            sum(out[..., row, col].sum() for out in outputs), probe, retain_graph=i < align * align - 1
+        )
+        rows, cols = (grad.abs().sum(dim=(0, 1)).cpu() > 0).nonzero(as_tuple=True)
+        if rows.numel():
+            reach = max(reach, int((rows - row).abs().max()), int((cols - col).abs().max()))
+    return reach
+
+
+def tile_forward(run, batch: Tensor, tile: int, overlap: int, align: int = 1) -> tuple[Tensor, ...]:
+    """The net's outputs over ``batch`` computed tile by tile: ``run(patch, borders)`` on each tile with its context.
+
+    Tiles start and end on multiples of ``align`` (:func:`pairlie.streaming.split`); each carries
+    ``overlap`` pixels of context, which is computed and discarded.
+    """
+    n, _, height, width = batch.shape
+    fulls: list[Tensor] = []
+    for top, bottom, ctop, cbottom in split(height, tile, overlap, align):
+        for left, right, cleft, cright in split(width, tile, overlap, align):
+            borders = (ctop == 0, cbottom == height, cleft == 0, cright == width)
+            outs = run(batch[..., ctop:cbottom, cleft:cright], borders)
+            if not fulls:  # the output channels are the net's: L, R, X
+                fulls = [torch.empty(n, out.shape[1], height, width) for out in outs]
+            inner = (..., slice(top - ctop, bottom - ctop), slice(left - cleft, right - cleft))
+            for full, out in zip(fulls, outs, strict=True):
+                full[..., top:bottom, left:right] = out[inner]
+    return tuple(fulls)
 
 
 class Enhancer:
@@ -195,6 +252,9 @@ class Enhancer:
             overlap = radius if radius is not None else 0
         if radius is not None and overlap < radius:
             raise ConfigError(f"overlap={overlap}: must be at least the net's receptive radius {radius}")
+        self.align = alignment(net)
+        if tile is not None and tile < self.align:
+            raise ConfigError(f"tile={tile}: must be at least the net's alignment {self.align} (its total stride)")
         self.gamma = float(gamma)
         self.tile, self.overlap, self.radius = tile, overlap, radius
         self.dtype = precisions.DTYPES[self.precision]
@@ -218,6 +278,66 @@ class Enhancer:
         self.memory_format = cpu_format if self.device.type == "cpu" else torch.contiguous_format
         # a copy: the caller's net keeps its device, dtype, layout and training mode
         self.net = copy.deepcopy(net).eval().to(self.device, self.dtype, memory_format=self.memory_format)
+        if self.tile is not None and not self.stream and declares(net):
+            self._prove_tiles(net, explicit_tile)
+
+    def _prove_tiles(self, net: torch.nn.Module, explicit: bool) -> None:
+        """Check a declared ``receptive_radius``/``alignment`` once: tiles must equal the whole-image forward.
+
+        Two probes in fp32: the input pixels a block of output pixels depends on (where the gradient
+        is not exactly zero) must lie within the radius, and a random image cut by tiles small
+        enough to have inner edges must come out as it does whole, through the same tiling code
+        (a wrong alignment shifts the sampling grid). A net whose declaration does not hold is
+        refused with an explicit ``tile`` (ConfigError) and runs whole images with ``tile="auto"``
+        (a warning). Derived radii (the paper's nets, ``nn.Sequential`` of known layers) need no probe.
+        """
+        probe_net = copy.deepcopy(net).eval().to(self.device, torch.float32).requires_grad_(False)
+        align, margin = self.align, -(-self.overlap // self.align) * self.align
+        try:
+            reach = dependence_radius(probe_net, self.channels or 3, self.overlap, align, self.device)
+        except Exception as exc:  # a net without a backward: the tile probe below still runs
+            log.debug("no gradient probe of the receptive radius (%s)", exc)
+            reach = None
+        if reach is not None and reach > self.overlap:
+            self._refuse_tiles(
+                f"its outputs depend on input pixels {reach} away, more than its declared receptive_radius "
+                f"{self.radius} (overlap {self.overlap}): declare receptive_radius={reach} or more on the net",
+                explicit,
+            )
+            return
+        tile = -(-max(16, 2 * align) // align) * align
+        height = 3 * tile + 2 * margin + align + 1  # inner tiles clear of the borders, a ragged last tile
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.rand(1, self.channels or 3, height, height + 2, generator=generator)
+
+        def run(patch: Tensor, borders) -> tuple[Tensor, ...]:
+            return checked_outputs(probe_net(patch.to(self.device)), patch.shape)
+
+        try:
+            with torch.no_grad():
+                whole = run(probe, (True, True, True, True))
+                tiled = tile_forward(run, probe, tile, self.overlap, align)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"tile={self.tile}: the net failed on a {height}x{height + 2} probe of its tiling ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); use tile=null (whole images)"
+            ) from None
+        worst = max(float((a - b).abs().max()) for a, b in zip(whole, tiled, strict=True))
+        if worst > TILE_TOLERANCE:
+            self._refuse_tiles(
+                f"its tiles differ from its whole-image forward by up to {worst:.3g} on a random probe (declared "
+                f"receptive_radius={self.radius}, alignment={align}): declare the true receptive_radius and "
+                "alignment (the net's total stride) on the net",
+                explicit,
+            )
+
+    def _refuse_tiles(self, what: str, explicit: bool) -> None:
+        if explicit:
+            raise ConfigError(f"tile={self.tile}: {what}, or use tile=null (whole images)")
+        log.warning("tile=auto: %s; running whole images meanwhile (memory not bounded)", what)
+        self.tile = None
 
     def _int8(self, net: torch.nn.Module, calibration) -> int8.Int8Net:
         """N's and L's int8 layers, calibrated on ``calibration``; ConfigError, one line, where int8 cannot run."""
@@ -296,13 +416,7 @@ class Enhancer:
         if self.device.type == "cpu" and self.fast:
             outputs = streaming.forward(self.net, patch, borders, fast=self.conv == "winograd")
         else:
-            outputs = self.net(patch)
-            if len(outputs) != 3 or any(t.shape[-2:] != patch.shape[-2:] for t in outputs):
-                shapes = [tuple(t.shape) for t in outputs] if isinstance(outputs, (tuple, list)) else type(outputs)
-                raise ConfigError(
-                    f"the net's forward must return (illumination, reflectance, denoised) the size of its input "
-                    f"{tuple(patch.shape)}; it returned {shapes}"
-                )
+            return checked_outputs(self.net(patch), patch.shape)
         return tuple(t.float().cpu().contiguous() for t in outputs)
 
     def _tiled(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -310,21 +424,11 @@ class Enhancer:
             return streaming.banded(self.net, batch, self.device, self.dtype, self.overlap, self.int8)
         if self.stream:
             return streaming.stream(self.net, batch, self.device, self.dtype, self.overlap, self.conv == "winograd")
-        n, _, height, width = batch.shape
+        height, width = batch.shape[-2:]
         tile = self.tile
         if tile is None or (height <= tile + self.overlap and width <= tile + self.overlap):
             return self._run(batch, (True, True, True, True))
-        fulls: list[Tensor] = []
-        for top, bottom, ctop, cbottom in split(height, tile, self.overlap):
-            for left, right, cleft, cright in split(width, tile, self.overlap):
-                borders = (ctop == 0, cbottom == height, cleft == 0, cright == width)
-                outs = self._run(batch[..., ctop:cbottom, cleft:cright], borders)
-                if not fulls:  # the output channels are the net's: L, R, X
-                    fulls = [torch.empty(n, out.shape[1], height, width) for out in outs]
-                inner = (..., slice(top - ctop, bottom - ctop), slice(left - cleft, right - cleft))
-                for full, out in zip(fulls, outs, strict=True):
-                    full[..., top:bottom, left:right] = out[inner]
-        return tuple(fulls)
+        return tile_forward(self._run, batch, tile, self.overlap, self.align)
 
     def enhance(self, image):
         """The enhanced image, of the same kind as ``image``.

@@ -8,6 +8,8 @@ where it is not: an unknown layer is never guessed at.
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from pairlie.nets import ConvNet, PairLIENet
@@ -39,6 +41,29 @@ POINTWISE = (
 PADS = (nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ZeroPad2d, nn.ConstantPad2d)
 
 
+def alignment(net: nn.Module) -> int:
+    """The multiple tiles of ``net`` start and end on: the declared ``alignment`` (total stride) of it and its parts, else 1.
+
+    A net that downsamples by 2 twice and upsamples back samples the image on a grid of 4: a tile
+    starting elsewhere sees another grid and computes other values. Derived radii are stride 1.
+    """
+    declared = [getattr(m, "alignment", None) for m in net.modules()]
+    return math.lcm(1, *(a for a in declared if isinstance(a, int) and not isinstance(a, bool) and a >= 1))
+
+
+def min_size(net: nn.Module) -> int:
+    """The smallest height and width ``net`` takes: the largest ``min_size`` it or a part declares, else 1."""
+    declared = [getattr(m, "min_size", None) for m in net.modules()]
+    return max([1, *(s for s in declared if isinstance(s, int) and not isinstance(s, bool) and s >= 1)])
+
+
+def declares(net: nn.Module) -> bool:
+    """Whether any part of ``net`` declares its own ``receptive_radius`` or ``alignment``: a contract to prove, not derived."""
+    return any(
+        isinstance(getattr(m, name, None), int) for m in net.modules() for name in ("receptive_radius", "alignment")
+    )
+
+
 def receptive_radius(net: nn.Module) -> int | None:
     """Pixels each way an output pixel of ``net`` depends on, or None where ``net`` does not say and its layers do not tell."""
     declared = getattr(net, "receptive_radius", None)
@@ -61,7 +86,8 @@ def sequence_radius(layers: nn.Sequential) -> int | None:
     radius = 0
     for layer in layers:
         if type(layer) is nn.Conv2d:
-            if layer.stride != (1, 1):
+            # strided: a grid of its own; circular padding: the opposite border is context
+            if layer.stride != (1, 1) or layer.padding_mode == "circular":
                 return None
             radius += max(d * (k - 1) // 2 for d, k in zip(layer.dilation, layer.kernel_size, strict=True))
         elif type(layer) in POINTWISE or type(layer) in PADS:  # exact types: a subclass may compute more
@@ -79,7 +105,7 @@ def unknown_layer(net: nn.Module) -> str:
     for name, module in net.named_modules():
         if module is net or isinstance(module, (nn.Sequential, ConvNet, PairLIENet)):
             continue
-        if type(module) is nn.Conv2d and module.stride == (1, 1):
+        if type(module) is nn.Conv2d and module.stride == (1, 1) and module.padding_mode != "circular":
             continue
         if type(module) not in POINTWISE + PADS:
             return f"{name} ({type(module).__name__})"

@@ -39,10 +39,19 @@ STREAM_WIDTH = 2048
 Borders = tuple[bool, bool, bool, bool]  # (top, bottom, left, right): which sides are image borders
 
 
-def split(length: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
-    """Equal pieces of at most ``tile`` covering ``range(length)``: (start, end, start - margin, end + margin), clipped."""
+def split(length: int, tile: int, margin: int, align: int = 1) -> list[tuple[int, int, int, int]]:
+    """Equal pieces of about ``tile`` covering ``range(length)``: (start, end, start - margin, end + margin), clipped.
+
+    ``align`` (a net's total stride): every piece and its context start, and end unless at
+    ``length``, on a multiple of it, so a tile sees the whole image's sampling grid; the margin is
+    rounded up to a multiple of it.
+    """
     count = -(-length // tile)
     edges = [round(i * length / count) for i in range(count + 1)]
+    if align > 1:
+        inner = {align * round(e / align) for e in edges[1:-1]}
+        edges = [0, *sorted(e for e in inner if 0 < e < length), length]
+        margin = -(-margin // align) * align
     return [(a, b, max(a - margin, 0), min(b + margin, length)) for a, b in pairwise(edges)]
 
 
