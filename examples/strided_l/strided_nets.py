@@ -34,7 +34,7 @@ class HalfResIllumination(nn.Module):
         # encoder turns half-resolution pixel j into input pixels 2j-1 to 2j+2: 2 * (1 + depth) + 2.
         self.receptive_radius = 2 * depth + 4
         self.alignment = 2  # one stride-2 layer: tiles start and end on even pixels
-        self.min_size = 2
+        self.min_size = 3  # a 2-pixel side halves to 1, too small for the body's reflection padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]

@@ -20,7 +20,7 @@ from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError, DataError, VerificationError, first_line
 from pairlie.files import WriteError, atomic_open, check_writable_folder
 from pairlie.images import read_rgb, to_tensor, to_uint8
-from pairlie.inference import DEFAULT_GAMMA, Enhancer, input_channels
+from pairlie.inference import DEFAULT_GAMMA, Enhancer, input_channels, smallest_side
 from pairlie.specs import describe
 
 EXPORT_EXTRA = 'pip install "pairlie[export]"'
@@ -40,20 +40,21 @@ VERIFY_SIZES = ((1, 37, 51), (2, 24, 17), (1, MIN_SIDE, MIN_SIDE), (3, 1, 5), (1
 class Deployable(nn.Module):
     """``forward(image, gamma)``: ``L**gamma * R`` of an N×3×H×W float image in [0, 1] (with ``"all"``: also L, R, X).
 
-    Inputs thinner than 2 px are replicated to 2 px before the nets (reflection padding needs two)
-    and cropped back after, inside the graph; the index arithmetic runs on the traced shape, so
+    Inputs thinner than 2 px (or the net's declared ``min_size``) are replicated to it before the
+    nets (reflection padding needs two) and cropped back after, inside the graph; the index arithmetic runs on the traced shape, so
     an exported graph keeps N, H and W dynamic.
     """
 
     def __init__(self, net: nn.Module, outputs: str = "enhanced") -> None:
         super().__init__()
         self.net, self.outputs = net, outputs
+        self.min_side = smallest_side(net)  # thinner inputs are replicated to it, as the Enhancer does
 
     def forward(self, image: Tensor, gamma: Tensor) -> Tensor | tuple[Tensor, ...]:
         shape = torch._shape_as_tensor(image)
         height, width = shape[2], shape[3]
-        rows = torch.arange(torch.clamp(height, min=2)).clamp(max=height - 1)
-        cols = torch.arange(torch.clamp(width, min=2)).clamp(max=width - 1)
+        rows = torch.arange(torch.clamp(height, min=self.min_side)).clamp(max=height - 1)
+        cols = torch.arange(torch.clamp(width, min=self.min_side)).clamp(max=width - 1)
         illumination, reflectance, denoised = self.net(image.index_select(2, rows).index_select(3, cols))
         keep_rows, keep_cols = torch.arange(height), torch.arange(width)
         illumination, reflectance, denoised = (
@@ -99,8 +100,8 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def contract(gamma: float, outputs: str, channels: int = 3) -> dict[str, str]:
-    """The input/output contract written into the file's metadata."""
+def contract(gamma: float, outputs: str, channels: int = 3, min_side: int = 2) -> dict[str, str]:
+    """The input/output contract written into the file's metadata (``min_side``: what thinner inputs are replicated to)."""
     described = {
         "enhanced": f"float32 N×{channels}×H×W in [0, 1]: L**gamma * R",
         "illumination": "float32 N×1×H×W in [0, 1]: L",
@@ -114,7 +115,11 @@ def contract(gamma: float, outputs: str, channels: int = 3) -> dict[str, str]:
             f"gamma: float32 scalar, optional, default {gamma:g}"
         ),
         "outputs": "; ".join(f"{name}: {described[name]}" for name in OUTPUTS[outputs]),
-        "min_size": f"{MIN_SIDE}x{MIN_SIDE} (sides under 2 px are replicated to 2 px inside the graph, then cropped)",
+        "min_size": (
+            f"{MIN_SIDE}x{MIN_SIDE} (sides under {min_side} px are replicated to {min_side} px inside the graph, "
+            "then cropped)"
+        ),
+        "size_multiple": "1 (any H and W)",
         "quantisation": "uint8 = truncation of clip(x, 0, 1) * 255, as the PairLIE authors saved",
     }
 
@@ -262,10 +267,20 @@ def verify(run: Runner, net: nn.Module, gamma: float, outputs: str, images: Sequ
     checks = []
     for index, image in enumerate(images):
         for g in (None, gamma * 0.5) if index == 0 else (None,):
-            parts = Enhancer(net, gamma=g or gamma, device="cpu", conv="direct").decompose(image)  # the exact path
-            expected = [parts.enhanced, parts.illumination, parts.reflectance, parts.denoised][: len(OUTPUTS[outputs])]
-            got = run(image.numpy(), g)
             size = "×".join(map(str, image.shape))
+            try:
+                parts = Enhancer(net, gamma=g or gamma, device="cpu", conv="direct").decompose(image)  # the exact path
+                expected = [parts.enhanced, parts.illumination, parts.reflectance, parts.denoised]
+                expected = expected[: len(OUTPUTS[outputs])]
+                got = run(image.numpy(), g)
+            except (ConfigError, VerificationError):
+                raise
+            except Exception as exc:  # a net that cannot take this size: it says which, not a traceback
+                raise VerificationError(
+                    f"the net cannot run on a {size} image ({type(exc).__name__}: {first_line(exc)}): declare "
+                    "min_size on the net (the smallest side it takes; thinner images are replicated to it), or give "
+                    "verify_images of the sizes you deploy; nothing was written"
+                ) from None
             for name, a, b in zip(OUTPUTS[outputs], got, expected, strict=True):
                 bad = [
                     who for who, x in (("the exported model", a), ("pairlie", b.numpy())) if not np.isfinite(x).all()
@@ -318,7 +333,7 @@ def export(
         "net": describe(net).get("_target_", type(net).__name__),
         **({"width": str(net.width)} if isinstance(getattr(net, "width", None), int) else {}),
         **({"opset": str(opset)} if fmt == "onnx" else {"torch_version": torch.__version__}),
-        **contract(gamma, outputs, input_channels(net) or 3),
+        **contract(gamma, outputs, input_channels(net) or 3, smallest_side(net)),
     }
     if fmt == "onnx":
         data = to_onnx(net, gamma, opset, outputs, metadata)

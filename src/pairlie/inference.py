@@ -19,7 +19,7 @@ from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
 from pairlie.images import quantize, to_tensor
 from pairlie.nets import enhance
-from pairlie.receptive import alignment, declares, receptive_radius, unknown_layer
+from pairlie.receptive import alignment, declares, min_size, receptive_radius, unknown_layer
 from pairlie.streaming import split, streamable
 
 log = logging.getLogger("pairlie")
@@ -113,6 +113,11 @@ def input_channels(net: torch.nn.Module) -> int | None:
         return channels
     first = next((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
     return first.in_channels if first is not None else None
+
+
+def smallest_side(net: torch.nn.Module) -> int:
+    """The side thinner images are replicated to before ``net`` (and cropped back after): 2 for reflection padding, or the net's ``min_size``."""
+    return max(2, min_size(net))
 
 
 def checked_outputs(outputs, shape: torch.Size) -> tuple[Tensor, ...]:
@@ -252,7 +257,7 @@ class Enhancer:
             overlap = radius if radius is not None else 0
         if radius is not None and overlap < radius:
             raise ConfigError(f"overlap={overlap}: must be at least the net's receptive radius {radius}")
-        self.align = alignment(net)
+        self.align, self.min_side = alignment(net), smallest_side(net)
         if tile is not None and tile < self.align:
             raise ConfigError(f"tile={tile}: must be at least the net's alignment {self.align} (its total stride)")
         self.gamma = float(gamma)
@@ -387,8 +392,9 @@ class Enhancer:
             c = channels or "C"
             raise ValueError(f"expected a {c}xHxW or Nx{c}xHxW image tensor, got shape {tuple(image.shape)}")
         height, width = batch.shape[-2:]
-        # Reflection padding needs two pixels; replicate thinner strips, then crop back.
-        pad = (0, max(0, 2 - width), 0, max(0, 2 - height))
+        # Reflection padding needs two pixels (a net may declare more: min_size); replicate thinner strips, then crop back.
+        side = self.min_side
+        pad = (0, max(0, side - width), 0, max(0, side - height))
         if any(pad):
             batch = F.pad(batch, pad, mode="replicate")
         # the Enhancer's own dtype, also inside an autocast region (a Lightning validation under 16-mixed)
