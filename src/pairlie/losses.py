@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pairlie.errors import ConfigError
+from pairlie.errors import ConfigError, first_line
 from pairlie.nets import enhance
+
+log = logging.getLogger("pairlie")
 
 
 def tv_loss(illumination: Tensor) -> Tensor:
@@ -41,6 +45,8 @@ def fidelity_loss(im: Tensor, denoised: Tensor) -> Tensor:
     return F.mse_loss(im, denoised)
 
 
+# what every term is, said by each message about one
+TERM_FORM = "a term is fn(step, **kwargs) returning a scalar tensor (docs/your-own-model.md)"
 # the paper's terms, in the paper's sum order, with its weights
 PAPER_WEIGHTS = {"consistency": 1.0, "retinex": 1.0, "fidelity": 500.0}
 EXPOSURE_CHOICES = ("first", "all")
@@ -183,7 +189,11 @@ def build_terms(config: Mapping[str, Any] | None) -> list[Term]:
         try:
             inspect.signature(fn).bind(None, **spec)
         except TypeError as exc:
-            raise ConfigError(f"{key}: {getattr(fn, '__name__', fn)} does not take these arguments ({exc})") from None
+            given = ", ".join(["step", *(f"{k}={v!r}" for k, v in spec.items())])
+            raise ConfigError(
+                f"{key}: {_name(fn)} does not take these arguments ({exc}): it is called as "
+                f"{getattr(fn, '__name__', 'fn')}({given}); {TERM_FORM}"
+            ) from None
         except ValueError:
             pass
         if "exposures" in spec and spec["exposures"] not in EXPOSURE_CHOICES:
@@ -194,16 +204,79 @@ def build_terms(config: Mapping[str, Any] | None) -> list[Term]:
     return terms
 
 
+def _name(fn) -> str:
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    return f"{module}.{name}" if module and name else repr(fn)
+
+
+def _not_scalar(value) -> str | None:
+    """What is wrong with a term's value, or None for a scalar tensor."""
+    if not isinstance(value, Tensor):
+        return f"returned {type(value).__name__}, not a tensor"
+    if value.numel() != 1:
+        return f"returned a tensor of shape {tuple(value.shape)}, not a scalar"
+    return None
+
+
+def probe_terms(terms: list[Term], net: torch.nn.Module, gamma: float, channels: int = 3, size: int = 32) -> None:
+    """Call every term once on a small random :class:`Step` and back-propagate it: one ConfigError naming the first that fails.
+
+    The probe is two exposures of one random ``channels``×``size``×``size`` image, through ``net``
+    in fp32 with gradients, as a training step runs it: a term that breaks only in backward (an
+    in-place edit of a tensor autograd needs) is caught too. The global random state and the nets'
+    gradients are left as they were (a BatchNorm's running statistics are not: probe a model built
+    to be checked, as ``pairlie-train`` does before its run folder exists).
+    """
+    generator = torch.Generator().manual_seed(0)
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    images = [torch.rand(1, channels, size, size, generator=generator).to(device) * s for s in (0.5, 0.25)]
+    with torch.random.fork_rng(devices=[]):
+        try:
+            outputs = [net(im) for im in images]
+        except Exception as exc:
+            raise ConfigError(
+                f"model.net: its forward failed on a probe batch of 1x{channels}x{size}x{size} "
+                f"({type(exc).__name__}: {first_line(exc)}); a net takes B×C×H×W images in [0, 1] and returns "
+                "(illumination, reflectance, denoised) (docs/your-own-model.md)"
+            ) from None
+        step = Step(images, compute=None, gamma=gamma)
+        for k, out in enumerate(outputs):
+            for part, value in zip(("illumination", "reflectance", "denoised"), out, strict=True):
+                step.put(k, part, value)
+        try:
+            for term in terms:
+                _probe_term(term, step)
+        finally:
+            for p in net.parameters():
+                p.grad = None
+
+
+def _probe_term(term: Term, step: Step) -> None:
+    key, call = f"model.loss.{term.name}", f"{_name(term.fn)}(step)"
+    try:
+        value = term(step)
+        problem = _not_scalar(value)
+        if problem is None and value.requires_grad:
+            value.backward(retain_graph=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"{key}: {call} failed on a probe step: {type(exc).__name__}: {first_line(exc)}; {TERM_FORM}"
+        ) from None
+    if problem is not None:
+        raise ConfigError(f"{key}: {call} {problem} on a probe step; {TERM_FORM}")
+    if not value.requires_grad and term.weight > 0:
+        log.warning("%s: %s does not depend on the nets' outputs: it trains nothing", key, call)
+
+
 def weighted_terms(step: Step, terms: list[Term]) -> dict[str, Tensor]:
     """Every term's value and the weighted ``total``, summed in the terms' order (the paper's first)."""
     values: dict[str, Tensor] = {}
     total = None
     for term in terms:
         value = term(step)
-        if not isinstance(value, Tensor) or value.numel() != 1:
-            raise ConfigError(
-                f"model.loss.{term.name}: its function returned {type(value).__name__}, not a scalar tensor"
-            )
+        problem = _not_scalar(value)
+        if problem is not None:
+            raise ConfigError(f"model.loss.{term.name}: {_name(term.fn)}(step) {problem}; {TERM_FORM}")
         values[term.name] = value
         weighted = term.weight * value
         total = weighted if total is None else total + weighted

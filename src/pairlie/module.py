@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from pairlie.checkpoints import MAX_GAMMA, read_module
 from pairlie.collapse import is_flat
 from pairlie.errors import ConfigError, DataError, TrainingDiverged, first_line
 from pairlie.inference import Enhancer
-from pairlie.losses import Step, build_terms, weighted_terms
+from pairlie.losses import Step, build_terms, probe_terms, weighted_terms
 from pairlie.metrics import paper_scores
 from pairlie.precision import PRECISIONS
 from pairlie.specs import DEFAULT_NET, build_module, build_part, describe, plain_spec
@@ -34,7 +35,18 @@ DEFAULT_OPTIMIZER = {
     "betas": [0.9, 0.999],
     "weight_decay": 0.0,
 }
-DEFAULT_SCHEDULER = {"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True, "step_size": 100, "gamma": 0.5}
+DEFAULT_SCHEDULER = {
+    "_target_": "torch.optim.lr_scheduler.StepLR",
+    "_partial_": True,
+    "step_size": 100,
+    "gamma": 0.5,
+    "interval": "epoch",
+}
+# model.scheduler.interval: when Lightning steps the scheduler (after each optimiser step, or each epoch)
+INTERVALS = ("step", "epoch")
+# a scheduler's length arguments (CosineAnnealingLR, OneCycleLR, LinearLR/PolynomialLR/ConstantLR): null
+# follows the run's length in the scheduler's interval, filled when the optimiser is configured
+LENGTH_KEYS = ("T_max", "total_steps", "total_iters")
 # torch.compile modes for model.compile ("reduce-overhead" adds CUDA graphs on a GPU)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -73,6 +85,49 @@ def _instantiate(spec: dict, key: str, *args, trust: tuple[str, ...] | None = No
             f"{key}: {spec['_target_']} could not be built ({first_line(exc)}); another class takes its own keys: "
             f"choose it with {group}=NAME (a file {group}/NAME.yaml, ours or in your --config-dir)"
         ) from None
+
+
+def scheduler_interval(spec: Mapping) -> str:
+    """``spec``'s ``interval`` (``epoch`` where it has none, as the published StepLR); one line when it is neither."""
+    interval = spec.get("interval", "epoch")
+    if interval not in INTERVALS:
+        raise ConfigError(
+            f"model.scheduler.interval={interval!r}: must be step or epoch (the learning rate moves after every "
+            "optimiser step, or after every epoch)"
+        )
+    return interval
+
+
+def open_lengths(spec: Mapping) -> list[str]:
+    """The length arguments ``spec`` sets to null, which follow the run's length (none where OneCycleLR has ``epochs``)."""
+    if spec.get("epochs") is not None:  # OneCycleLR counts epochs x steps_per_epoch itself
+        return []
+    return [key for key in LENGTH_KEYS if key in spec and spec[key] is None]
+
+
+def check_run_length(spec: Mapping | None, max_epochs: int | None, max_steps: int | None) -> None:
+    """A scheduler whose length follows the run needs a run with an end in its interval: one line otherwise.
+
+    ``max_epochs``/``max_steps`` as the trainer config gives them (None or -1: no limit; Lightning
+    trains 1000 epochs when neither is set).
+    """
+    if not spec or not open_lengths(spec):
+        return
+    interval = scheduler_interval(spec)
+    no_steps = max_steps is None or max_steps == -1
+    if max_epochs is None:
+        max_epochs = 1000 if no_steps else -1  # Lightning's own default
+    key = f"model.scheduler.{open_lengths(spec)[0]}=null"
+    if interval == "epoch" and max_epochs == -1:
+        raise ConfigError(
+            f"{key} follows the run's length in epochs (model.scheduler.interval=epoch), and trainer.max_epochs sets "
+            "no limit: set trainer.max_epochs, use model.scheduler.interval=step, or give the length"
+        )
+    if max_epochs == -1 and no_steps:
+        raise ConfigError(
+            f"{key} follows the run's length, and the run has none: set trainer.max_steps or trainer.max_epochs, "
+            "or give the length"
+        )
 
 
 def nonfinite(tensors: list[Tensor]) -> Tensor:
@@ -150,7 +205,12 @@ class PairLIEModule(L.LightningModule):
         if not isinstance(probe, torch.optim.Optimizer):
             raise ConfigError(f"model.optimizer._target_={optimizer['_target_']}: not a torch.optim.Optimizer")
         if scheduler is not None:
-            _instantiate(scheduler, "model.scheduler", probe)
+            scheduler_interval(scheduler)
+            # a length that follows the run is not known before the trainer: 1 stands in for it here
+            stand_in = {k: v for k, v in scheduler.items() if k != "interval"} | dict.fromkeys(
+                open_lengths(scheduler), 1
+            )
+            _instantiate(stand_in, "model.scheduler", probe)
         self.save_hyperparameters(
             {
                 "net": describe(self.net),
@@ -181,6 +241,15 @@ class PairLIEModule(L.LightningModule):
         self._train_peak_bytes = 0  # CUDA memory peak of this epoch's training steps before a validation
         self._enhancer: Enhancer | None = None  # validation's copy of the net, made per validation run
         self.run_params: dict[str, Any] = {}  # pairlie-train's keys that differ from the defaults, for HParams
+
+    def check_before_fit(self, max_epochs: int | None, max_steps: int | None) -> None:
+        """What can only fail once training starts, checked now: every loss term on a probe step, the schedule's length.
+
+        ``max_epochs``/``max_steps``: the trainer's (None or -1: no limit). One ConfigError line naming
+        the key; ``pairlie-train`` calls it before a run folder exists.
+        """
+        check_run_length(self.hparams.scheduler, max_epochs, max_steps)
+        probe_terms(self.terms, self.net, self.hparams.gamma, channels=getattr(self.net, "channels", 3))
 
     @classmethod
     def load_from_checkpoint(
@@ -445,5 +514,33 @@ class PairLIEModule(L.LightningModule):
         optimizer = _instantiate(dict(self.hparams.optimizer), "model.optimizer", self.parameters())
         if self.hparams.scheduler is None:
             return optimizer
-        scheduler = _instantiate(dict(self.hparams.scheduler), "model.scheduler", optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        spec = dict(self.hparams.scheduler)
+        interval = scheduler_interval(spec)
+        lengths = open_lengths(spec)
+        if lengths:
+            spec.update(dict.fromkeys(lengths, self._run_length(spec)))
+        spec.pop("interval", None)  # Lightning's to apply, not the scheduler's argument
+        scheduler = _instantiate(spec, "model.scheduler", optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def _run_length(self, spec: dict) -> int:
+        """The run's length in ``interval``s: optimiser steps as Lightning estimates them, or epochs.
+
+        Lightning's estimate counts trainer.max_steps, limit_train_batches, accumulate_grad_batches
+        and the processes; epochs are those steps over the optimiser steps of one epoch (max_steps can
+        end a run before max_epochs does).
+        """
+        trainer = self.trainer
+        check_run_length(spec, trainer.max_epochs, trainer.max_steps)
+        steps = trainer.estimated_stepping_batches
+        if scheduler_interval(spec) == "step":
+            if not 0 < steps < float("inf"):
+                raise ConfigError(
+                    f"model.scheduler.{open_lengths(spec)[0]}=null: the run's length in steps is unknown (a training "
+                    "set without a length): set trainer.max_steps, or give the length"
+                )
+            return int(steps)
+        batches = trainer.num_training_batches
+        if not 0 < batches < float("inf") or not steps < float("inf"):  # an iterable training set: max_epochs
+            return max(trainer.max_epochs, 1)
+        return max(math.ceil(steps / math.ceil(batches / trainer.accumulate_grad_batches)), 1)

@@ -271,15 +271,40 @@ def own_data(overrides: list[str]) -> list[str]:
     return overrides
 
 
+def epoch_batches(batches: int, limit: int | float | None) -> int:
+    """The batches Lightning trains an epoch of ``batches``, under ``trainer.limit_train_batches`` (a count or a fraction)."""
+    if limit is None or isinstance(limit, bool):
+        return batches
+    return int(batches * limit) if isinstance(limit, float) else min(batches, limit)
+
+
 def schedule_line(cfg: DictConfig, scenes: int, preset: str | None) -> str:
-    """One line saying which schedule this run trains, where it comes from and how to choose another."""
+    """One line saying which schedule this run trains, where it comes from and how to choose another.
+
+    The steps are the optimiser steps this process will take: an epoch's batches as
+    ``trainer.limit_train_batches`` leaves them, over ``trainer.accumulate_grad_batches``, times
+    ``trainer.max_epochs``, ending at ``trainer.max_steps`` where that comes first.
+    """
     repeats, batch = cfg.data.repeats, cfg.data.batch_size
-    epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
-    steps_per_epoch = -(-scenes * repeats // batch)
-    if max_steps and max_steps > 0:
+    trainer = cfg.trainer
+    epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    limit = trainer.get("limit_train_batches")
+    accumulate = trainer.get("accumulate_grad_batches") or 1
+    batches = -(-scenes * repeats // batch)
+    limited = epoch_batches(batches, limit)
+    per_epoch = -(-limited // accumulate)
+    why = [f"trainer.limit_train_batches={limit}"] * (limited != batches)
+    why += [f"trainer.accumulate_grad_batches={accumulate}"] * (accumulate != 1)
+    counted = f"{per_epoch} steps" + (f" (of {batches} batches: {', '.join(why)})" if why else "")
+    if epochs is None and max_steps in (None, -1):
+        epochs = 1000  # Lightning's default
+    total = epochs * per_epoch if epochs is not None and epochs >= 0 else None
+    if max_steps and max_steps > 0 and (total is None or max_steps < total):
         length = f"up to {max_steps} steps (trainer.max_steps)"
+    elif total is None:
+        length = "no end (trainer.max_epochs=-1, trainer.max_steps=-1): until stopped"
     else:
-        length = f"{epochs} epoch(s) x {steps_per_epoch} steps = {epochs * steps_per_epoch} steps"
+        length = f"{epochs} epoch(s) x {counted} = {total} steps"
     if preset == "demo":
         source = "data=demo: the demo set's short schedule (configs/schedule/demo.yaml); your own data.train_dir trains the published one"
     else:

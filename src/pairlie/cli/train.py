@@ -61,7 +61,7 @@ def check_parts(cfg: DictConfig) -> None:
     if not (isinstance(model_cls, type) and issubclass(model_cls, pl.LightningModule)):
         raise ConfigError(f"model._target_={cfg.model._target_}: not a LightningModule class")
     try:
-        instantiate(cfg.model)
+        model = instantiate(cfg.model)
     except Exception as exc:
         err = user_error(exc)
         if err is not None:
@@ -75,6 +75,8 @@ def check_parts(cfg: DictConfig) -> None:
         locate(train_set._target_, "data.train_set")
     check_classes(cfg)
     check_schedule(cfg)
+    if hasattr(model, "check_before_fit"):  # loss terms on a probe step, a schedule that follows the run's length
+        model.check_before_fit(cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps"))
 
 
 # keys whose values differ per run without being settings (folders) or that HParams cannot show
