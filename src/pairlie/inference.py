@@ -21,6 +21,7 @@ from pairlie.images import quantize, to_tensor
 from pairlie.nets import enhance
 from pairlie.receptive import alignment, declares, min_size, receptive_radius, unknown_layer
 from pairlie.streaming import split, streamable
+from pairlie.weights import is_official, official_weights
 
 log = logging.getLogger("pairlie")
 
@@ -370,14 +371,26 @@ class Enhancer:
         )
 
     @classmethod
+    def from_pretrained(cls, gamma: float | None = None, **kwargs) -> Enhancer:
+        """An Enhancer with the authors' published weights, downloaded once into the cache and checked by SHA-256.
+
+        The cache is ``$PAIRLIE_WEIGHTS_DIR``, else ``~/.cache/pairlie/weights`` (see :mod:`pairlie.weights`);
+        ``gamma`` and the other arguments are :meth:`from_checkpoint`'s.
+        """
+        return cls.from_checkpoint(official_weights(), gamma=gamma, **kwargs)
+
+    @classmethod
     def from_checkpoint(
         cls, path: str | Path, gamma: float | None = None, trust: str | list[str] | None = None, **kwargs
     ) -> Enhancer:
         """An Enhancer from a pairlie ``.ckpt`` or the official ``.pth``; ``gamma`` defaults to the checkpoint's.
 
+        ``path="official"`` is the authors' published ``PairLIE.pth`` (see :meth:`from_pretrained`).
         The file is read as data; a net of your own is rebuilt only when its module is in ``trust``
         (``trust=["my_nets"]``: see :mod:`pairlie.trust`).
         """
+        if is_official(path):
+            path = official_weights()
         net, hparams = load_net(path, trust)
         if gamma is None:
             gamma = hparams.get("gamma", DEFAULT_GAMMA)

@@ -17,6 +17,7 @@ from pairlie.checkpoints import read_checkpoint
 from pairlie.collapse import flat_note
 from pairlie.errors import ConfigError, DataError
 from pairlie.specs import locate
+from pairlie.weights import is_official, official_weights
 
 log = logging.getLogger("pairlie")
 
@@ -44,8 +45,10 @@ def latest_checkpoint(log_dir: str | Path) -> Path:
 
 
 def resolve_checkpoint(cfg: DictConfig) -> Path:
-    """``cfg.ckpt_path``, else the latest ``pairlie-train`` checkpoint under ``paths.log_dir`` (said in one line)."""
+    """``cfg.ckpt_path`` (``official``: the authors' weights, downloaded once), else the latest ``pairlie-train`` checkpoint."""
     if cfg.get("ckpt_path"):
+        if is_official(cfg.ckpt_path):
+            return official_weights()
         return Path(cfg.ckpt_path).expanduser()
     path = latest_checkpoint(cfg.paths.log_dir)
     print(f"no ckpt_path given: using {path} (the latest pairlie-train run)")
