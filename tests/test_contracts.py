@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,16 @@ import lightning as L
 import pytest
 import torch
 
-from helpers import ExposurePairs, RunIf, composed, cpu_trainer, run_cli, run_train
+from helpers import (
+    ExposurePairs,
+    RunIf,
+    composed,
+    cpu_trainer,
+    make_paired_tree,
+    run_cli,
+    run_train,
+    save_tiny_checkpoint,
+)
 from pairlie.errors import ConfigError
 from pairlie.module import PairLIEModule
 
@@ -277,3 +287,114 @@ def test_pairlie_train_refuses_in_one_line_before_a_run_folder_exists(args, mess
 def test_interval_step_needs_no_epoch_limit():
     scheduler, lrs, _ = fit_cosine("step", max_epochs=-1, max_steps=5)
     assert scheduler.T_max == 5 and lrs[-1] == pytest.approx(0, abs=1e-12)
+
+
+# --- HParams: each key once, only those that tell a run apart ----------------------------------------
+
+
+def logged_hparams(run: Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    accumulator = EventAccumulator(str(run / "tensorboard")).Reload()
+    content = accumulator.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    session = HParamsPluginData.FromString(content).session_start_info
+    return {k: v.number_value if v.HasField("number_value") else v.string_value for k, v in session.hparams.items()}
+
+
+def test_hparams_of_one_override_is_that_key_alone():
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from pairlie.hparams import run_params
+
+    def params(*overrides):
+        cfg = composed(*overrides)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return run_params(cfg)
+
+    assert params("model.loss.fidelity=100") == {"model.loss.fidelity": 100}
+    assert params("model.loss.fidelity=500") == {"model.loss.fidelity": 500}  # given (a sweep's value), if default
+    # a group choice adds what it changes, not every key of the group
+    assert params("model/scheduler=cosine") == {
+        "model.scheduler._target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+        "model.scheduler.T_max": "None",
+        "model.scheduler.eta_min": 0.0,
+        "model.scheduler.interval": "step",
+    }
+
+
+def test_a_runs_hparams_are_its_overrides_each_once(tiny_cfg, tmp_path, scene_tree, paired_tree):
+    cfg = tiny_cfg("model.loss.fidelity=100", "trainer.max_steps=2", "data.val_limit=1")
+    run_train(cfg)
+    logged = logged_hparams(Path(cfg.paths.output_dir))
+    assert logged == {
+        # the fixture's overrides (callbacks.* and paths.* are not settings HParams shows)
+        "data.train_dir": str(scene_tree),
+        "data.val_dir": str(paired_tree),
+        "data.demo_root": "None",
+        "data.patch_size": 32,
+        "data.batch_size": 1,
+        "data.repeats": 1,
+        "model.width": 4,
+        "model.net.width": 4,  # reads model.width
+        "trainer.accelerator": "cpu",
+        "trainer.max_epochs": 1,
+        "trainer.log_every_n_steps": 1,
+        # this test's
+        "model.loss.fidelity": 100,
+        "trainer.max_steps": 2,
+        "data.val_limit": 1,
+    }
+
+
+def test_a_module_fit_from_python_logs_its_own_keys_that_differ(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    module = PairLIEModule(width=4, gamma=0.3, loss={"fidelity": 100.0})
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=TensorBoardLogger(tmp_path, name="", version="", sub_dir="tensorboard"),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, torch.utils.data.DataLoader(ExposurePairs(n=2), batch_size=1))
+    assert logged_hparams(tmp_path) == {
+        "model.width": 4,
+        "model.net.width": 4,
+        "model.gamma": pytest.approx(0.3),
+        "model.loss.fidelity": 100,
+    }
+
+
+# --- pairlie-test names flat outputs as training does ----------------------------------------------
+
+
+@pytest.mark.parametrize(("sharpen", "flat"), [(1.0, True), (4.0, False)])
+@RunIf(clis=("pairlie-test",))
+def test_pairlie_test_says_when_its_outputs_are_flat(sharpen, flat, tmp_path):
+    """A plain random width-4 checkpoint gives flat grey images; sharpened weights keep the input's texture."""
+    ckpt = save_tiny_checkpoint(tmp_path / "tiny.ckpt", sharpen=sharpen)
+    pairs = make_paired_tree(tmp_path / "pairs", names=("x.png", "y.png"), size=(64, 48))
+    out = tmp_path / "out"
+    result = run_cli(
+        "pairlie-test", f"ckpt_path={ckpt}", f"data.test_dir={pairs}", f"hydra.run.dir={out}", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    note = (
+        "outputs are constant: 100% of the test images came out flat (no texture), typical before a few hundred "
+        "steps; train longer (trainer.max_epochs or trainer.max_steps)"
+    )
+    if flat:
+        assert metrics["flat"] == 1.0 and metrics["flat_images"] == ["x.png", "y.png"]
+        assert metrics["warnings"] == [note]
+        assert f"warning: {note}" in result.stdout
+        assert f"warning: {note}" in (out / "report.html").read_text()
+    else:
+        assert metrics["flat"] == 0.0 and metrics["flat_images"] == [] and metrics["warnings"] == []
+        assert "outputs are constant" not in result.stdout

@@ -512,7 +512,7 @@ def test_a_sweep_over_a_term_of_ones_own_tells_its_runs_apart_in_hparams(data, t
     runs = sorted(p for p in (folder / "logs" / "train" / "multiruns").glob("*/*") if (p / "tensorboard").is_dir())
     assert len(runs) == 2
     logged = [hparams_of(run) for run in runs]
-    weights = sorted(entry["hparams"]["loss/smoothness"] for entry in logged)
+    weights = sorted(entry["hparams"]["model.loss.smoothness.weight"] for entry in logged)
     assert weights == pytest.approx([0.05, 0.1])
     for entry in logged:
         # every key that differs from the defaults, the swept one (even where it equals a default) and the net

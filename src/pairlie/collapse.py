@@ -28,15 +28,19 @@ def is_flat(image: torch.Tensor | np.ndarray, max_std: float = FLAT_STD) -> bool
     return bool((values.std(dim=1, correction=0) < max_std).all())
 
 
-def flat_note(metrics: Mapping[str, float]) -> str | None:
-    """The warning for the end-of-run block when at least half the validation outputs were flat, else None."""
-    fraction = metrics.get(FLAT_METRIC)
+def flat_warning(fraction: float | None, images: str = "validation images") -> str | None:
+    """The warning when at least half the ``images`` came out flat (``fraction`` of them), else None."""
     if fraction is None or not fraction >= 0.5:
         return None
     return (
-        f"outputs are constant: {fraction:.0%} of the validation images came out flat (no texture), "
+        f"outputs are constant: {fraction:.0%} of the {images} came out flat (no texture), "
         "typical before a few hundred steps; train longer (trainer.max_epochs or trainer.max_steps)"
     )
+
+
+def flat_note(metrics: Mapping[str, float]) -> str | None:
+    """The warning for the end-of-run block when at least half the validation outputs were flat, else None."""
+    return flat_warning(metrics.get(FLAT_METRIC))
 
 
 class FlatOutputWarning(Callback):

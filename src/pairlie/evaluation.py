@@ -19,6 +19,7 @@ import numpy as np
 from rich.progress import track
 
 from pairlie import noref
+from pairlie.collapse import flat_warning, is_flat
 from pairlie.errors import ConfigError
 from pairlie.files import write_atomic
 from pairlie.images import (
@@ -58,6 +59,7 @@ class ImageScore:
     # why a NIQE is missing, e.g. "48x40 holds 0 whole 96x96 block(s); NIQE needs at least two"
     niqe_na: str | None = None
     input_niqe_na: str | None = None
+    flat: bool | None = None  # no texture left in the enhanced image (pairlie.collapse)
 
 
 @dataclass
@@ -157,7 +159,7 @@ def evaluate(
         for index, gamma in enumerate(gammas):
             # exactly what Enhancer(gamma=γ).decompose computes, from the same L and R
             enhanced = enhance(out.illumination, out.reflectance, gamma)[0]
-            score = ImageScore(low_path.name, gamma, **input_scores)
+            score = ImageScore(low_path.name, gamma, **input_scores, flat=is_flat(enhanced))
             target = out_dir / "enhanced" / low_path.name if out_dir is not None else None
             if index == 0 and target is not None and (save_images or score_saved):
                 save_image(quantize(enhanced), target, jpeg_quality)
@@ -210,6 +212,8 @@ def write_results(result: TestResult, out_dir: Path, meta: dict) -> dict:
     """
     rows, best = gamma_table(result)
     first = result.rows()
+    flat = [s.name for s in first if s.flat]
+    note = flat_warning(len(flat) / len(first) if first else None, "test images")
     metrics = {
         "psnr": result.mean("psnr"),
         "ssim": result.mean("ssim"),
@@ -225,6 +229,9 @@ def write_results(result: TestResult, out_dir: Path, meta: dict) -> dict:
         "input_niqe_count": sum(s.input_niqe is not None for s in first),
         "niqe_na": {s.name: s.niqe_na for s in first if s.niqe_na},
         "input_niqe_na": {s.name: s.input_niqe_na for s in first if s.input_niqe_na},
+        "flat": len(flat) / len(first) if first else None,  # the fraction of enhanced images with no texture
+        "flat_images": flat,
+        "warnings": [note] if note else [],
         **meta,
         "gamma": result.gammas[0],
         "gammas": result.gammas,

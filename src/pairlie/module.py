@@ -20,6 +20,7 @@ from pairlie import winograd
 from pairlie.checkpoints import MAX_GAMMA, read_module
 from pairlie.collapse import is_flat
 from pairlie.errors import ConfigError, DataError, TrainingDiverged, first_line
+from pairlie.hparams import differing
 from pairlie.inference import Enhancer
 from pairlie.losses import Step, build_terms, probe_terms, weighted_terms
 from pairlie.metrics import paper_scores
@@ -128,6 +129,12 @@ def check_run_length(spec: Mapping | None, max_epochs: int | None, max_steps: in
             f"{key} follows the run's length, and the run has none: set trainer.max_steps or trainer.max_epochs, "
             "or give the length"
         )
+
+
+@functools.cache
+def default_hparams() -> dict[str, Any]:
+    """The hyper-parameters of ``PairLIEModule()``: what HParams compares a module built in Python against."""
+    return dict(PairLIEModule().hparams)
 
 
 def nonfinite(tensors: list[Tensor]) -> Tensor:
@@ -240,7 +247,7 @@ class PairLIEModule(L.LightningModule):
         self._input_scores: dict[str, tuple[float, float]] = {}
         self._train_peak_bytes = 0  # CUDA memory peak of this epoch's training steps before a validation
         self._enhancer: Enhancer | None = None  # validation's copy of the net, made per validation run
-        self.run_params: dict[str, Any] = {}  # pairlie-train's keys that differ from the defaults, for HParams
+        self.run_params: dict[str, Any] = {}  # pairlie-train's keys for HParams (pairlie.hparams.run_params)
 
     def check_before_fit(self, max_epochs: int | None, max_steps: int | None) -> None:
         """What can only fail once training starts, checked now: every loss term on a probe step, the schedule's length.
@@ -291,21 +298,8 @@ class PairLIEModule(L.LightningModule):
         logger = self.logger
         if not isinstance(logger, TensorBoardLogger):
             return
-        hp = self.hparams
-        params = {"gamma": hp.gamma, "width": hp.width}
-        for term in self.terms:
-            params[f"loss/{term.name}"] = term.weight
-        for key, value in hp.optimizer.items():
-            if not key.startswith("_") and isinstance(value, (int, float)):
-                params["lr" if key == "lr" else f"optimizer/{key}"] = value
-        if hp.scheduler is not None and hp.scheduler["_target_"] == DEFAULT_SCHEDULER["_target_"]:
-            params.update(lr_step_size=hp.scheduler["step_size"], lr_factor=hp.scheduler["gamma"])
-        params.update(self.run_params)
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None:
-            data = datamodule.hparams
-            world = self.trainer.world_size
-            params.update(batch_size=data.batch_size, global_batch=data.batch_size * world, patch_size=data.patch_size)
+        # pairlie-train's keys that tell this run apart (pairlie.hparams), else the module's own that differ
+        params = self.run_params or differing({"model": dict(self.hparams)}, {"model": default_hparams()})
         logger.log_hyperparams(params, metrics={HP_PSNR: float("nan"), HP_SSIM: float("nan")})
 
     @property

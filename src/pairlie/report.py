@@ -145,6 +145,7 @@ def build_report(result: TestResult, metrics: dict) -> str:
     parts.append(f"<tr><th>enhanced (γ {metrics['gamma']:g})</th>{row}</tr></table>")
     if metrics.get("niqe_na"):
         parts.append(f'<p class="na">NIQE n/a for {len(metrics["niqe_na"])} image(s): see their rows.</p>')
+    parts.extend(f'<p class="warning">warning: {html.escape(w)}</p>' for w in metrics.get("warnings", []))
     parts.append("<h2>γ</h2><table><tr><th>γ</th>" + "".join(f"<th>{LABELS[k]}</th>" for k in keys) + "</tr>")
     best = metrics.get("best_gamma", {})
     for i, entry in enumerate(metrics["gamma_table"]):
@@ -233,3 +234,5 @@ def print_summary(metrics: dict) -> None:
     if metrics["niqe_na"]:
         name, reason = next(iter(metrics["niqe_na"].items()))
         print(f"NIQE n/a for {len(metrics['niqe_na'])} image(s), e.g. {name}: {reason}")
+    for warning in metrics.get("warnings", []):
+        print(f"warning: {warning}")

@@ -23,6 +23,7 @@ from pairlie.cli.preflight import CliSpec
 from pairlie.collapse import FlatOutputWarning
 from pairlie.errors import ConfigError, first_line
 from pairlie.files import write_atomic
+from pairlie.hparams import run_params
 from pairlie.precision import bf16_training_note
 from pairlie.runs import (
     WRITE_ERRORS,
@@ -77,47 +78,6 @@ def check_parts(cfg: DictConfig) -> None:
     check_schedule(cfg)
     if hasattr(model, "check_before_fit"):  # loss terms on a probe step, a schedule that follows the run's length
         model.check_before_fit(cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps"))
-
-
-# keys whose values differ per run without being settings (folders) or that HParams cannot show
-UNLOGGED = ("hydra", "paths", "logger", "callbacks")
-
-
-def run_params(cfg: DictConfig) -> dict[str, object]:
-    """The run's keys that differ from ``pairlie-train``'s defaults, and every key given on the command line.
-
-    For TensorBoard's HParams tab: two runs of a sweep over any key, a term of one's own included,
-    are told apart. Values that are not numbers, strings or booleans are shown as text.
-    """
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.types import RunMode
-
-    def flat(node, prefix=""):
-        for key, value in node.items():
-            path = f"{prefix}{key}"
-            if not prefix and key in UNLOGGED:
-                continue
-            if isinstance(value, dict):
-                yield from flat(value, f"{path}.")
-            else:
-                yield path, value
-
-    try:
-        ours = dict(flat(OmegaConf.to_container(cfg, resolve=True)))
-        loader = GlobalHydra.instance().config_loader()
-        base = loader.load_configuration("train", overrides=[], run_mode=RunMode.RUN)
-        with open_dict(base):
-            base.pop("hydra", None)
-        defaults = dict(flat(OmegaConf.to_container(base, resolve=True)))
-        given = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
-    except Exception as exc:  # outside a Hydra app (a test calling train()), or defaults that do not resolve
-        log.debug("HParams: only the model's own keys (%s)", exc)
-        return {}
-    params = {}
-    for key, value in ours.items():
-        if key in given or any(key.startswith(f"{g}.") for g in given) or defaults.get(key, object()) != value:
-            params[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return params
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
