@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -12,11 +11,14 @@ from rich.progress import track
 
 from pairlie.errors import ConfigError, DataError
 from pairlie.files import WriteError, check_writable_folder
-from pairlie.images import (
+from pairlie.images import (  # noqa: F401  (Inputs, collect_inputs, READABLE: also read from here)
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
+    READABLE,
     WRITABLE_EXTENSIONS,
+    Inputs,
     check_jpeg_quality,
+    collect_inputs,
     frame_count,
     is_regular_file,
     quantize,
@@ -31,49 +33,6 @@ GAMMA_FILE = "gamma.csv"  # written beside the outputs by model.gamma=auto
 
 ALPHA_FORMATS = frozenset({".png", ".tif", ".tiff", ".webp"})
 OUTPUT_FORMATS = {"same": None, "png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "tif": ".tif", "webp": ".webp"}
-READABLE = "png/jpg/jpeg/bmp/tif/tiff/webp/gif"
-
-
-@dataclass
-class Inputs:
-    """The images to enhance as ``(file, path relative to the output folder)``, and the files passed over."""
-
-    items: list[tuple[Path, Path]]
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def collect_inputs(source: str | Path) -> Inputs:
-    """Every image of a file or a folder tree; other files are listed in ``skipped`` with the reason.
-
-    Folders are walked without following symbolic links (no loops); a folder named like an image
-    (``x.jpg/``) is walked, not read; a FIFO, socket or device named like one is passed over unopened
-    (reading a FIFO would wait for a writer forever).
-    """
-    source = Path(source).expanduser()
-    if source.exists() and not source.is_file() and not source.is_dir():
-        raise DataError(
-            f"input={source}: not a regular file (a FIFO, socket or device); give an image file or a folder"
-        )
-    if source.is_file():
-        if source.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise DataError(f"input={source}: not an image pairlie reads ({READABLE})")
-        return Inputs([(source, Path(source.name))])
-    if not source.is_dir():
-        raise DataError(f"input={source}: no such file or folder")
-    found = Inputs([])
-    for folder, dirs, files in os.walk(source, followlinks=False):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(folder) / name
-            if path.suffix.lower() in IMAGE_EXTENSIONS and os.path.exists(path) and not is_regular_file(path):
-                found.skipped.append((path, "not a regular file"))
-            elif path.suffix.lower() in IMAGE_EXTENSIONS:
-                found.items.append((path, path.relative_to(source)))
-            else:
-                found.skipped.append((path, f"not an image pairlie reads ({READABLE})"))
-    if not found.items:
-        raise DataError(f"input={source}: no images ({READABLE}) in this folder or below")
-    return found
 
 
 def output_path(rel: Path, fmt: str = "same") -> Path:

@@ -8,6 +8,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from pairlie.errors import ConfigError, DataError
 from pairlie.files import atomic_open
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+READABLE = "png/jpg/jpeg/bmp/tif/tiff/webp/gif"
 # formats an enhanced image is written in unchanged; others (GIF: 256 colours) are written as PNG
 WRITABLE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 # the largest image decoded unless asked (the max_pixels key): Pillow's own decompression-bomb limit
@@ -221,3 +223,45 @@ def save_image(img: Image.Image | np.ndarray, path: Path, jpeg_quality: int = 95
 def _reason(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text.replace(str(Path.cwd()) + os.sep, "")
+
+
+@dataclass
+class Inputs:
+    """The images to enhance as ``(file, path relative to the output folder)``, and the files passed over."""
+
+    items: list[tuple[Path, Path]]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def collect_inputs(source: str | Path) -> Inputs:
+    """Every image of a file or a folder tree; other files are listed in ``skipped`` with the reason.
+
+    Folders are walked without following symbolic links (no loops); a folder named like an image
+    (``x.jpg/``) is walked, not read; a FIFO, socket or device named like one is passed over unopened
+    (reading a FIFO would wait for a writer forever).
+    """
+    source = Path(source).expanduser()
+    if source.exists() and not source.is_file() and not source.is_dir():
+        raise DataError(
+            f"input={source}: not a regular file (a FIFO, socket or device); give an image file or a folder"
+        )
+    if source.is_file():
+        if source.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise DataError(f"input={source}: not an image pairlie reads ({READABLE})")
+        return Inputs([(source, Path(source.name))])
+    if not source.is_dir():
+        raise DataError(f"input={source}: no such file or folder")
+    found = Inputs([])
+    for folder, dirs, files in os.walk(source, followlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            if path.suffix.lower() in IMAGE_EXTENSIONS and os.path.exists(path) and not is_regular_file(path):
+                found.skipped.append((path, "not a regular file"))
+            elif path.suffix.lower() in IMAGE_EXTENSIONS:
+                found.items.append((path, path.relative_to(source)))
+            else:
+                found.skipped.append((path, f"not an image pairlie reads ({READABLE})"))
+    if not found.items:
+        raise DataError(f"input={source}: no images ({READABLE}) in this folder or below")
+    return found

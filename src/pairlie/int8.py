@@ -24,8 +24,9 @@ from torch import Tensor
 from torch.ao.quantization import HistogramObserver, PerChannelMinMaxObserver
 
 from pairlie.errors import ConfigError, DataError
-from pairlie.images import load_image, to_tensor
+from pairlie.images import collect_inputs, load_image, to_tensor
 from pairlie.nets import ConvNet, PairLIENet
+from pairlie.structure import streamable
 
 # the parts computed in int8 (attribute names of PairLIENet); R stays bf16
 INT8_PARTS = ("denoiser", "illumination")
@@ -114,6 +115,10 @@ class Int8Net:
                 Int8Conv(conv, scale, out) for conv, scale, out in zip(convs[name], scales, outs, strict=True)
             ]
 
+    def quantize_input(self, name: str, x: Tensor) -> Tensor:
+        """``x`` as the uint8 input of part ``name``'s first int8 layer (at its scale)."""
+        return quantize(x, self.layers[name][0].scale)
+
 
 def _activations(part: ConvNet) -> list[torch.nn.Module]:
     return list(part.layers)[2::3]
@@ -150,8 +155,6 @@ def unavailable() -> str | None:
 
 def unfit(net: torch.nn.Module) -> str | None:
     """Why the int8 scheme does not apply to ``net``, or None: it is measured for the paper's N and L only."""
-    from pairlie.streaming import streamable
-
     if not streamable(net):
         return "it runs the paper's nets only (a PairLIENet of ReflectionPad2d, 3x3 conv and ReLU blocks)"
     for name in INT8_PARTS:
@@ -174,8 +177,6 @@ def calibration_images(items: Iterable | str | Path) -> list[Tensor]:
     cannot be read is passed over and the next one stands in (the enhancing names it). Anything
     else is a one-line ConfigError.
     """
-    from pairlie.folders import collect_inputs  # folders imports the Enhancer, which imports this
-
     if isinstance(items, (str, Path)):
         items = [items]
     paths: list[Path] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +17,13 @@ from torch import Tensor
 
 from pairlie import precision as precisions
 from pairlie import winograd
-from pairlie.int8 import Int8Net, quantize
-from pairlie.nets import ConvNet, PairLIENet
+from pairlie.nets import PairLIENet
+from pairlie.structure import STREAM_ACTIVATIONS, _layers, streamable  # noqa: F401  (streamable: also read from here)
+
+if TYPE_CHECKING:
+    from pairlie.int8 import Int8Net
 
 # the activations the streamed layers apply after a convolution
-STREAM_ACTIVATIONS = (torch.nn.ReLU, torch.nn.Sigmoid)
 
 # rows per band when streaming: about this many pixels, which keeps a 64-channel band in the caches
 BAND_PIXELS = 65536
@@ -128,23 +131,6 @@ def _conv(x: Tensor, padding: tuple[int, int], weight: Tensor, bias: Tensor | No
     return F.conv2d(x, weight, bias, padding=padding)
 
 
-def streamable(net: torch.nn.Module) -> bool:
-    """Whether :func:`stream` and :func:`forward` compute ``net`` exactly: a :class:`PairLIENet` whose N, L and R are
-    :class:`ConvNet` s of [ReflectionPad2d(1), 3x3 stride-1 Conv2d, ReLU or Sigmoid] blocks, N feeding L and R.
-
-    Exact types are required: a subclass may change ``forward``.
-    """
-    if type(net) is not PairLIENet or any(type(part) is not ConvNet for part in net.parts()):
-        return False
-    try:
-        for part in net.parts():
-            _layers(part)
-    except ValueError:
-        return False
-    out = net.denoiser.convs()[-1].out_channels
-    return net.illumination.convs()[0].in_channels == out == net.reflectance.convs()[0].in_channels
-
-
 def winograd_pays(conv: torch.nn.Conv2d) -> bool:
     """Whether ``conv`` runs faster by Winograd's algorithm than directly on NCHW maps: many outputs."""
     return conv.out_channels >= WINOGRAD_MIN_CHANNELS
@@ -153,24 +139,6 @@ def winograd_pays(conv: torch.nn.Conv2d) -> bool:
 def layout(fast: bool) -> torch.memory_format:
     """The layout of every map: NCHW for NNPACK (``fast``), channels-last for oneDNN's direct kernels."""
     return torch.contiguous_format if fast else torch.channels_last
-
-
-def _layers(net: ConvNet) -> list[tuple[torch.nn.Conv2d, bool]]:
-    """(conv, ends with ReLU) for each [ReflectionPad2d(1), conv, activation] of ``net``."""
-    layers = list(net.layers)
-    pads, convs, acts = layers[::3], layers[1::3], layers[2::3]
-    if (
-        not layers
-        or len(layers) % 3
-        or any(type(p) is not torch.nn.ReflectionPad2d or tuple(p.padding) != (1, 1, 1, 1) for p in pads)
-    ):
-        raise ValueError("expected [ReflectionPad2d(1), Conv2d, activation] blocks")
-    if not all(winograd.plain_3x3(conv) for conv in convs):
-        raise ValueError("the streamed path runs 3x3, stride-1, unpadded, ungrouped convolutions only")
-    for act in acts:
-        if type(act) not in STREAM_ACTIVATIONS:  # never guess what another activation computes
-            raise ValueError(f"the streamed path runs ReLU and Sigmoid only, not {type(act).__name__}")
-    return [(conv, type(act) is torch.nn.ReLU) for conv, act in zip(layers[1::3], layers[2::3], strict=True)]
 
 
 def _activate(y: Tensor, relu: bool) -> Tensor:
@@ -200,7 +168,7 @@ def forward(
         layers = _layers(getattr(net, name))
         steps = [(conv, relu, relu and not fast and precisions.fuses_relu(conv.weight.dtype)) for conv, relu in layers]
         if int8 is not None and name in int8.layers:  # its int8 ReLU layers, then the net's own last layer
-            h = quantize(h, int8.layers[name][0].scale)
+            h = int8.quantize_input(name, h)
             steps = [(layer, True, True) for layer in int8.layers[name]] + steps[len(int8.layers[name]) :]
         for conv, relu, fused in steps:
             h = h.contiguous(memory_format=layout(fast))
