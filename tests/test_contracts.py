@@ -155,7 +155,6 @@ def test_a_length_in_epochs_needs_an_epoch_limit():
         ),
         # max_steps beyond what the epochs hold: the epochs end the run
         (["trainer.max_epochs=2", "trainer.max_steps=1000"], "schedule: 2 epoch(s) x 179 steps = 358 steps (179"),
-        (["trainer.max_epochs=5", "trainer.max_steps=50"], "schedule: up to 50 steps (trainer.max_steps) (179 scenes"),
     ],
 )
 def test_the_schedule_line_counts_the_steps_that_will_run(overrides, expected):
@@ -398,3 +397,25 @@ def test_pairlie_test_says_when_its_outputs_are_flat(sharpen, flat, tmp_path):
     else:
         assert metrics["flat"] == 0.0 and metrics["flat_images"] == [] and metrics["warnings"] == []
         assert "outputs are constant" not in result.stdout
+
+
+class Picky(torch.nn.Module):
+    """Takes only images of at least 40 pixels a side, in multiples of 16, as it declares."""
+
+    min_size, alignment = 40, 16
+
+    def __init__(self, fail: bool = False):
+        super().__init__()
+        self.conv, self.fail = torch.nn.Conv2d(3, 4, 3, padding=1), fail
+
+    def forward(self, im):
+        if self.fail or im.shape[-1] < 40 or im.shape[-1] % 16:
+            raise ValueError(f"cannot take {im.shape[-1]} pixels")
+        out = torch.sigmoid(self.conv(im))
+        return out[:, :1], out[:, 1:], im
+
+
+def test_the_probe_fits_the_nets_declared_size_and_names_a_net_that_fails():
+    PairLIEModule(net=Picky()).check_before_fit(1, -1)  # probed at 48x48: 40 rounded up to a multiple of 16
+    with pytest.raises(ConfigError, match=re.escape("model.net: its forward failed on a probe batch of 1x3x48x48 (")):
+        PairLIEModule(net=Picky(fail=True)).check_before_fit(1, -1)

@@ -25,6 +25,7 @@ from pairlie.inference import Enhancer
 from pairlie.losses import Step, build_terms, probe_terms, weighted_terms
 from pairlie.metrics import paper_scores
 from pairlie.precision import PRECISIONS
+from pairlie.receptive import alignment, min_size
 from pairlie.specs import DEFAULT_NET, build_module, build_part, describe, plain_spec
 
 HP_PSNR, HP_SSIM = "hp/val_psnr", "hp/val_ssim"
@@ -256,7 +257,10 @@ class PairLIEModule(L.LightningModule):
         the key; ``pairlie-train`` calls it before a run folder exists.
         """
         check_run_length(self.hparams.scheduler, max_epochs, max_steps)
-        probe_terms(self.terms, self.net, self.hparams.gamma, channels=getattr(self.net, "channels", 3))
+        # 32 pixels, or the net's declared min_size, rounded up to its declared alignment (total stride)
+        align = alignment(self.net)
+        size = -(-max(32, min_size(self.net)) // align) * align
+        probe_terms(self.terms, self.net, self.hparams.gamma, channels=getattr(self.net, "channels", 3), size=size)
 
     @classmethod
     def load_from_checkpoint(
