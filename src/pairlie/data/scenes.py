@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pairlie.data.bundle import bundle_hint, in_bundle
 from pairlie.errors import ConfigError, DataError
 from pairlie.images import image_size, list_images
 
 PAIRINGS = ("auto", "name", "sice")
+# (low, high) sub-folder names of a paired set: pairlie's, then the authors' LOL-test and SICE-test as unpacked
+PAIR_FOLDERS = (("low", "high"), ("raw", "reference"), ("image", "label"))
 
 
 @dataclass(frozen=True)
@@ -36,15 +39,24 @@ def natural_key(name: str) -> tuple:
 def _require_folder(path: Path, key: str, what: str) -> Path:
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise DataError(f"{key}={path}: folder does not exist; point {key} at {what}")
+        raise DataError(f"{key}={path}: folder does not exist{bundle_hint(path)}; point {key} at {what}")
     return path
 
 
 def discover_scenes(root: str | Path, patch_size: int | None, key: str = "data.train_dir") -> list[Scene]:
-    """Every scene sub-folder of ``root``, checked: ≥ 2 images, one size per scene, not smaller than the crop."""
-    root = _require_folder(Path(root), key, "a folder holding one sub-folder of exposures per scene")
+    """Every scene sub-folder of ``root``, checked: ≥ 2 images, one size per scene, not smaller than the crop.
+
+    A missing ``root`` named like a set of the authors' bundle (``SICE-train``, ``LOL-train``) is
+    found in the bundle's ``PairLIE-training-dataset/`` beside it, taking that set's scenes only.
+    """
+    root, names = Path(root), None
+    found = in_bundle(root)
+    if found is not None:
+        root, names = found
+    root = _require_folder(root, key, "a folder holding one sub-folder of exposures per scene")
     folders = sorted(
-        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: natural_key(p.name)
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (names is None or p.name in names)),
+        key=lambda p: natural_key(p.name),
     )
     if not folders:
         raise DataError(f"{key}={root}: no scene sub-folders; put each scene's exposures in a folder of its own")
@@ -72,19 +84,46 @@ def discover_scenes(root: str | Path, patch_size: int | None, key: str = "data.t
     return scenes
 
 
+def _located(root: str | Path) -> Path:
+    """``root``, else the same set in the authors' bundle beside it (``LOL-test``, ``SICE-test``, ``MEF``)."""
+    found = in_bundle(root)
+    return Path(root) if found is None else found[0]
+
+
+def pair_folders(root: Path) -> tuple[Path, Path] | None:
+    """``root``'s (low, high) sub-folders, or None for a folder of images without references.
+
+    ``low/`` and ``high/`` if either is there; else the authors' ``raw/`` and ``reference/`` or
+    ``image/`` and ``label/`` where both are, or where one is and ``root`` holds no images itself
+    (a photo folder with a ``raw/`` sub-folder stays a photo folder).
+    """
+    if (root / "low").is_dir() or (root / "high").is_dir():
+        return root / "low", root / "high"
+    for low, high in PAIR_FOLDERS[1:]:
+        if (root / low).is_dir() and (root / high).is_dir():
+            return root / low, root / high
+    for low, high in PAIR_FOLDERS[1:]:
+        if ((root / low).is_dir() or (root / high).is_dir()) and not list_images(root):
+            return root / low, root / high
+    return None
+
+
 def discover_pairs(root: str | Path, pairing: str = "auto", key: str = "data.val_dir") -> list[tuple[Path, Path]]:
-    """``(low, high)`` paths from ``root/low`` and ``root/high``.
+    """``(low, high)`` paths from ``root/low`` and ``root/high`` (or the authors' ``raw``/``reference``, ``image``/``label``).
 
     ``pairing``: ``name`` pairs equal file names; ``sice`` pairs ``low/<seq>_<k>.ext`` with
     ``high/<seq>.ext`` (any image extension); ``auto`` tries the equal name, then the SICE rule.
     """
     if pairing not in PAIRINGS:
         raise ConfigError(f"data.pairing={pairing!r}: must be one of {', '.join(PAIRINGS)}")
-    root = _require_folder(Path(root), key, "a folder with low/ and high/ sub-folders")
-    low_dir, high_dir = root / "low", root / "high"
+    root = _require_folder(_located(root), key, "a folder with low/ and high/ sub-folders")
+    low_dir, high_dir = pair_folders(root) or (root / "low", root / "high")
     for sub in (low_dir, high_dir):
         if not sub.is_dir():
-            raise DataError(f"{key}={root}: missing sub-folder {sub.name}/; a test folder holds low/ and high/")
+            raise DataError(
+                f"{key}={root}: missing sub-folder {sub.name}/; a test folder holds low/ and high/ "
+                "(or the authors' raw/ and reference/, image/ and label/)"
+            )
     lows = list_images(low_dir)
     if not lows:
         raise DataError(f"{low_dir}: no images (png/jpg/jpeg/bmp/tif); add the low-light inputs")
@@ -118,8 +157,8 @@ def discover_test_images(
     A folder of images without references (LIME, NPE, MEF, DICM, your own photos) is scored with
     no-reference measures only.
     """
-    root = _require_folder(Path(root), key, "a folder with low/ and high/ sub-folders, or a folder of images")
-    if (root / "low").is_dir() or (root / "high").is_dir():
+    root = _require_folder(_located(root), key, "a folder with low/ and high/ sub-folders, or a folder of images")
+    if pair_folders(root) is not None:
         return discover_pairs(root, pairing, key)
     images = list_images(root)
     if not images:
