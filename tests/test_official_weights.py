@@ -17,14 +17,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf, run_cli
+from helpers import OFFICIAL_WEIGHTS, REPO, SHARED_DATA, RunIf, run_cli
 from pairlie import weights
 from pairlie.checkpoints import load_net
 from pairlie.errors import DataError
 from pairlie.inference import Enhancer
 from pairlie.runs import resolve_checkpoint
 
-pytestmark = RunIf(shared=True)
+NEEDS_SHARED = RunIf(shared=True)
 
 
 class _Server:
@@ -87,10 +87,17 @@ def cache(tmp_path: Path, monkeypatch) -> Path:
     return folder
 
 
+@NEEDS_SHARED
 def test_the_published_checksum_and_size_are_those_of_the_shared_copy():
     data = OFFICIAL_WEIGHTS.read_bytes()
     assert (len(data), hashlib.sha256(data).hexdigest()) == (weights.SIZE, weights.SHA256)
     assert weights.URL.endswith(f"zhenqifu/PairLIE/{weights.COMMIT}/weights/PairLIE.pth")
+
+
+def test_the_docs_state_the_address_size_and_checksum_pairlie_checks():
+    text = (REPO / "docs" / "data-and-weights.md").read_text()
+    assert weights.URL in text and weights.SHA256 in text and f"{weights.SIZE:,} bytes" in text
+    assert "states no licence" in text
 
 
 def test_the_cache_follows_the_demo_sets_convention(monkeypatch, tmp_path):
@@ -102,6 +109,7 @@ def test_the_cache_follows_the_demo_sets_convention(monkeypatch, tmp_path):
     assert weights.weights_dir() == tmp_path / "home" / ".cache" / "pairlie" / "weights"
 
 
+@NEEDS_SHARED
 def test_a_first_use_downloads_checks_and_caches_and_later_uses_ask_nothing(cache, monkeypatch):
     with _serve() as (url, server):
         monkeypatch.setenv(weights.URL_VARIABLE, url)
@@ -120,6 +128,7 @@ def test_a_first_use_downloads_checks_and_caches_and_later_uses_ask_nothing(cach
         assert torch.equal(ours.cpu().float(), theirs.float()), name
 
 
+@NEEDS_SHARED
 @pytest.mark.parametrize(
     ("mode", "reason"),
     [
@@ -150,6 +159,7 @@ def test_offline_is_one_line_naming_the_url_the_checksum_and_where_to_put_the_fi
     assert not (cache / "PairLIE.pth").exists()
 
 
+@NEEDS_SHARED
 def test_a_wrong_file_in_the_cache_is_named_and_kept(cache, monkeypatch):
     cache.mkdir(parents=True)
     (cache / "PairLIE.pth").write_bytes(b"not the weights")
@@ -161,6 +171,7 @@ def test_a_wrong_file_in_the_cache_is_named_and_kept(cache, monkeypatch):
     assert (cache / "PairLIE.pth").read_bytes() == b"not the weights"
 
 
+@NEEDS_SHARED
 def test_a_file_put_there_by_hand_is_used_without_a_download(cache):
     cache.mkdir(parents=True)
     (cache / "PairLIE.pth").write_bytes(OFFICIAL_WEIGHTS.read_bytes())
