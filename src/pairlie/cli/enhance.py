@@ -98,9 +98,9 @@ SPEC = CliSpec(
     summary="enhance a low-light photo, or a folder of them, of any size.",
     usage="pairlie-enhance input=FILE|DIR output=DIR [ckpt_path=FILE] [model.gamma=G|auto] [key=value ...]",
     examples=[
-        "pairlie-enhance ckpt_path=PairLIE.pth input=photos/ output=enhanced/",
-        "pairlie-enhance ckpt_path=PairLIE.pth input=dark.jpg output=out/ model.gamma=0.14",
-        "pairlie-enhance ckpt_path=PairLIE.pth input=photos/ output=out/ model.gamma=auto brightness=0.45",
+        "pairlie-enhance ckpt_path=official input=photos/ output=enhanced/   # the authors' weights, downloaded once",
+        "pairlie-enhance ckpt_path=official input=dark.jpg output=out/ model.gamma=0.14",
+        "pairlie-enhance ckpt_path=official input=photos/ output=out/ model.gamma=auto brightness=0.45",
         "pairlie-enhance input=photos/ output=out/ format=png overwrite=true   # latest pairlie-train run",
     ],
     key_files=[("enhance.yaml", "")],

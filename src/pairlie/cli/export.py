@@ -46,8 +46,8 @@ SPEC = CliSpec(
     summary="write a checkpoint as one self-contained ONNX file (any N, H, W; gamma an input), verified in ONNX Runtime.",
     usage="pairlie-export output=FILE [ckpt_path=FILE] [model.gamma=G] [format=onnx|torchscript] [key=value ...]",
     examples=[
-        "pairlie-export ckpt_path=PairLIE.pth output=pairlie.onnx model.gamma=0.14",
-        "pairlie-export ckpt_path=PairLIE.pth output=pairlie_all.onnx outputs=all verify_images=[dark.png]",
+        "pairlie-export ckpt_path=official output=pairlie.onnx model.gamma=0.14",
+        "pairlie-export ckpt_path=official output=pairlie_all.onnx outputs=all verify_images=[dark.png]",
         "pairlie-export output=pairlie.pt format=torchscript overwrite=true   # latest pairlie-train run",
     ],
     key_files=[("export.yaml", "")],

@@ -94,8 +94,8 @@ SPEC = CliSpec(
     usage="pairlie-test [ckpt_path=FILE] [data=lol|sice | data.test_dir=DIR] [model.gamma=G|[G,...]] [key=value ...]",
     examples=[
         "pairlie-test                                    # the latest pairlie-train run, on its demo pairs",
-        "pairlie-test ckpt_path=PairLIE.pth data=lol paths.data_dir=/data",
-        "pairlie-test ckpt_path=PairLIE.pth data.test_dir=photos/   # no low/+high/: NIQE and LOE only",
+        "pairlie-test ckpt_path=official data=lol paths.data_dir=/data",
+        "pairlie-test ckpt_path=official data.test_dir=photos/   # no low/+high/: NIQE and LOE only",
         "pairlie-test ckpt_path=X.ckpt model.gamma=[0.1,0.14,0.2,0.3]  # every γ from one decomposition",
     ],
     groups=["data"],
