@@ -50,6 +50,7 @@ MEANINGS = {
     "model.optimizer.weight_decay": "Adam's weight decay",
     "model.scheduler.step_size": "StepLR: epochs between learning-rate drops",
     "model.scheduler.factor": "StepLR: the factor applied at each drop",
+    "model.scheduler.interval": "when the scheduler steps: epoch (the paper's StepLR) or step (every optimiser step)",
     "model._convert_": "Hydra: pass lists and dicts to PairLIEModule as plain Python objects",
 }
 GROUPS = ["data", "schedule", "experiment", "trainer", "logger", "callbacks", "debug", "hparams_search"]
