@@ -6,7 +6,7 @@
 - ``pairlie_exact``: ``PairLIEModule.training_step`` (decoded scenes cached, no second
   illumination) with the module's own optimiser, stepped in Lightning's order, and the ``Enhancer``
   with ``conv="direct"``, which on a CPU streams the rows through the nets in cache-sized bands.
-  The process sets ``pairlie.speed.keep_freed_memory()`` as pairlie's CLIs do.
+  The process sets ``pairlie.io.speed.keep_freed_memory()`` as pairlie's CLIs do.
 - ``pairlie_winograd``: the same with ``conv="winograd"``; ``pairlie_exact_default_malloc``: the
   exact column without the allocator setting.
 - ``pairlie_bf16``: the Enhancer with ``precision="bf16"`` (inference only; refused where the CPU
@@ -36,8 +36,8 @@ import torch
 from bench_common import Unavailable
 
 from pairlie.errors import ConfigError
-from pairlie.nets import PairLIENet
-from pairlie.precision import native_bf16
+from pairlie.infer.precision import native_bf16
+from pairlie.model.nets import PairLIENet
 
 REPO = Path(__file__).resolve().parents[1]
 PATCH = 128
@@ -56,7 +56,7 @@ def official_net() -> PairLIENet:
     """The authors' weights where the shared folder has them, else a seeded random net (same arithmetic)."""
     weights = REPO.parent / "shared" / "weights" / "PairLIE.pth"
     if weights.is_file():
-        from pairlie.checkpoints import load_net
+        from pairlie.model.checkpoints import load_net
 
         return load_net(weights)[0].eval()
     torch.manual_seed(0)
@@ -109,7 +109,7 @@ class Side:
         return discover_scenes(self.data_dir / "SICE-train", PATCH)[: self.scene_limit]
 
     def infer(self, height: int, width: int, count: int, keep: bool) -> dict:
-        from pairlie.images import load_image, quantize
+        from pairlie.io.images import load_image, quantize
 
         image = load_image(sorted((self.data_dir / "LOL-test" / "low").glob("*.png"))[0])
         if image.shape[1:] != (height, width):
@@ -126,8 +126,8 @@ class Side:
 
         γ 0.2, not LOL's 0.14: OpenVINO folds the exported model's default γ into its graph.
         """
-        from pairlie.images import read_rgb, to_tensor, to_uint8
-        from pairlie.metrics import paper_scores
+        from pairlie.evaluate.metrics import paper_scores
+        from pairlie.io.images import read_rgb, to_tensor, to_uint8
 
         scores = [
             paper_scores(self.enhance(to_tensor(read_rgb(low)[0])), to_uint8(read_rgb(high)[0]))
@@ -146,7 +146,7 @@ class Side:
         """Images/s: decode, enhance, write a PNG, for the first ``count`` LOL-test photos."""
         from PIL import Image
 
-        from pairlie.images import load_image, quantize
+        from pairlie.io.images import load_image, quantize
 
         paths = sorted((self.data_dir / "LOL-test" / "low").glob("*.png"))[:count]
         with tempfile.TemporaryDirectory() as tmp:
@@ -173,7 +173,7 @@ class Side:
 
 
 def published_loss(net, im1: torch.Tensor, im2: torch.Tensor) -> torch.Tensor:
-    from pairlie.losses import consistency_loss, fidelity_loss, retinex_loss
+    from pairlie.model.losses import consistency_loss, fidelity_loss, retinex_loss
 
     L1, R1, X1 = net(im1)
     L2, R2, X2 = net(im2)  # the published loop computes L2 although no loss uses it
@@ -219,7 +219,7 @@ class Published(Side):
             return published_loss(net, im1, im2).item()
 
     def enhance(self, image: torch.Tensor) -> torch.Tensor:
-        from pairlie.nets import enhance
+        from pairlie.model.nets import enhance
 
         with torch.no_grad():
             L, R, _ = self.infer_net(image[None].to(self.device))
@@ -238,10 +238,10 @@ class Pairlie(Side):
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        from pairlie.inference import Enhancer
+        from pairlie.infer.enhancer import Enhancer
 
         if self.kind != DEFAULT_MALLOC:
-            from pairlie.speed import keep_freed_memory
+            from pairlie.io.speed import keep_freed_memory
 
             keep_freed_memory()
         self.conv = PAIRLIE_CONV[self.kind]
@@ -270,7 +270,7 @@ class Pairlie(Side):
         warnings.filterwarnings("ignore", r"You are trying to `self.log\(\)`")
 
     def training_module(self):
-        from pairlie.module import PairLIEModule
+        from pairlie.train.module import PairLIEModule
 
         return PairLIEModule(width=64, conv=self.conv).to(self.device)
 
@@ -308,8 +308,8 @@ class Pairlie(Side):
 
 def onnx_model() -> bytes:
     """The official net as pairlie-export builds it: N/H/W dynamic, reflection padding inside, γ 0.2."""
+    from pairlie.deploy.export import DEFAULT_OPSET, contract, to_onnx
     from pairlie.errors import ConfigError
-    from pairlie.export import DEFAULT_OPSET, contract, to_onnx
 
     try:
         return to_onnx(official_net(), GAMMA, DEFAULT_OPSET, "enhanced", contract(GAMMA, "enhanced"))
@@ -338,7 +338,7 @@ def qdq_model(data: Path) -> bytes:
     in int8 (N's and L's ReLU layers; R and the last layers stay fp32), MinMax-calibrated on 256x256 crops."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from pairlie.images import load_image
+    from pairlie.io.images import load_image
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

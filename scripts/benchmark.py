@@ -56,8 +56,8 @@ from bench_columns import (
 )
 from bench_common import Unavailable, pairlie_train, run_logged
 
-from pairlie.nets import PairLIENet
-from pairlie.precision import cpu_description, native_bf16
+from pairlie.infer.precision import cpu_description, native_bf16
+from pairlie.model.nets import PairLIENet
 
 # per pixel, as torch's FLOP counter counts them (tested): N, L, R forward; the useful training
 # work of a pair (N, L, R on im1 and N, R on im2, forward and backward), which both sides are

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from pairlie.cli.preflight import CONFIG_MODULE, group_options, leaf_keys, yaml_comments
+from pairlie.configuration import CONFIG_MODULE, group_options, leaf_keys, yaml_comments
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 # each CLI's config and the files its keys come from, the CLI's own file last (its comments win)

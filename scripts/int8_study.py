@@ -4,7 +4,7 @@
     python scripts/int8_study.py [--schemes all,first_last_fp32,...] [--sets LOL-test,SICE-test] [--data ../shared/data]
 
 Which layers ``precision=int8`` may run in int8 (issue 22): it must stay within 0.05 dB PSNR and
-0.003 SSIM of fp32 on LOL-test and SICE-test (``NL_hidden`` does; pairlie.int8 runs it with
+0.003 SSIM of fp32 on LOL-test and SICE-test (``NL_hidden`` does; pairlie.infer.int8 runs it with
 oneDNN's int8 convolutions inside pairlie's bands). Each scheme is torch's x86 static
 quantisation (FX graph mode: int8 per-channel symmetric weights, uint8 per-tensor activations with
 a histogram observer, oneDNN/FBGEMM int8 kernels), calibrated on 12 training images (6
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from pairlie.checkpoints import load_net
-from pairlie.images import read_rgb, to_tensor, to_uint8
-from pairlie.metrics import paper_scores
-from pairlie.nets import enhance
-from pairlie.precision import cpu_description
+from pairlie.evaluate.metrics import paper_scores
+from pairlie.infer.precision import cpu_description
+from pairlie.io.images import read_rgb, to_tensor, to_uint8
+from pairlie.model.checkpoints import load_net
+from pairlie.model.nets import enhance
 
 PARTS = ("denoiser", "illumination", "reflectance")
 FIRST = [f"{part}.layers.1" for part in PARTS]  # [pad, conv, act] blocks: convs at 1, 4, 7, 10, 13

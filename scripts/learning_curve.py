@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench_common import pairlie_train, run_logged
 
-from pairlie.winograd import CONV_MODES
+from pairlie.infer.winograd import CONV_MODES
 
 TARGET_DB = 0.2
 LOL_GAMMA = 0.14

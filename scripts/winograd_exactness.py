@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pairlie.images import quantize, read_rgb, to_tensor
-from pairlie.inference import Enhancer
+from pairlie.infer.enhancer import Enhancer
+from pairlie.io.images import quantize, read_rgb, to_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = {"lol": ("LOL-test", 0.14), "sice": ("SICE-test", 0.2)}

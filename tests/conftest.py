@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from helpers import STARTED, composed, make_paired_tree, make_scene_tree, save_tiny_checkpoint
-from pairlie.nets import PairLIENet
-from pairlie.precision import FLAGS_VARIABLE
+from pairlie.infer.precision import FLAGS_VARIABLE
+from pairlie.model.nets import PairLIENet
 
 
 @pytest.fixture(autouse=True)

@@ -159,7 +159,7 @@ def save_tiny_checkpoint(path: Path, width: int = 4, gamma: float = 0.2, seed: i
     ``sharpen`` multiplies every conv weight: at 4 the outputs keep the input's texture instead of
     coming out nearly flat.
     """
-    from pairlie.module import PairLIEModule
+    from pairlie.train.module import PairLIEModule
 
     torch.manual_seed(seed)
     module = PairLIEModule(width=width, gamma=gamma)
@@ -222,7 +222,7 @@ def run_train(cfg):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from pairlie.cli.train import train
+    from pairlie.train.fit import train
 
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):

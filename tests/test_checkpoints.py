@@ -1,13 +1,13 @@
-"""pairlie.checkpoints in this process: both kinds of file load to the same weights; bad files are one line."""
+"""pairlie.model.checkpoints in this process: both kinds of file load to the same weights; bad files are one line."""
 
 import pytest
 import torch
 
 from helpers import save_tiny_checkpoint
-from pairlie.checkpoints import OFFICIAL_PREFIXES, load_net, read_weights
 from pairlie.errors import DataError
-from pairlie.module import PairLIEModule
-from pairlie.nets import PairLIENet
+from pairlie.model.checkpoints import OFFICIAL_PREFIXES, load_net, read_weights
+from pairlie.model.nets import PairLIENet
+from pairlie.train.module import PairLIEModule
 
 
 def official_layout(net: PairLIENet) -> dict[str, torch.Tensor]:
@@ -53,7 +53,7 @@ def test_an_official_file_with_an_extra_tensor_is_refused_as_not_fitting(tmp_pat
     torch.save(state, tmp_path / "odd.pth")
     with pytest.raises(
         DataError,
-        match=r"odd.pth: weights do not fit the net pairlie.nets.PairLIENet built from the checkpoint \(Unexpected key\(s\) in state_dict: \"extra.weight\"",
+        match=r"odd.pth: weights do not fit the net pairlie.model.nets.PairLIENet built from the checkpoint \(Unexpected key\(s\) in state_dict: \"extra.weight\"",
     ):
         load_net(tmp_path / "odd.pth")
 
@@ -84,6 +84,6 @@ def test_a_checkpoint_of_another_width_cannot_be_loaded_into_the_wrong_nets(tmp_
     torch.save({"state_dict": {f"net.{k}": v for k, v in state.items()}}, tmp_path / "mixed.ckpt")
     with pytest.raises(
         DataError,
-        match=r"weights do not fit the net pairlie.nets.PairLIENet built from the checkpoint \(size mismatch for reflectance.layers.1.weight",
+        match=r"weights do not fit the net pairlie.model.nets.PairLIENet built from the checkpoint \(size mismatch for reflectance.layers.1.weight",
     ):
         load_net(tmp_path / "mixed.ckpt")

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 from helpers import ExposurePairs, RunIf, cpu_trainer, make_paired_tree
 from pairlie.data import PairedImageDataset, discover_pairs
 from pairlie.errors import TrainingDiverged
-from pairlie.inference import Enhancer
-from pairlie.module import PairLIEModule
+from pairlie.infer.enhancer import Enhancer
+from pairlie.train.module import PairLIEModule
 
 trainer = cpu_trainer
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from helpers import cpu_trainer, make_paired_tree
-from pairlie.collapse import FLAT_METRIC, flat_note, is_flat
 from pairlie.data import PairLIEDataModule
-from pairlie.module import PairLIEModule
-from pairlie.runs import summary_lines
-from pairlie.sweep import format_table
+from pairlie.evaluate.collapse import FLAT_METRIC, flat_note, is_flat
+from pairlie.train.module import PairLIEModule
+from pairlie.train.runs import summary_lines
+from pairlie.train.sweep import format_table
 
 
 def test_an_image_is_flat_only_when_every_channel_varies_by_less_than_a_grey_level():
@@ -46,7 +46,7 @@ def test_a_sweep_summary_marks_jobs_whose_outputs_are_flat():
 @pytest.mark.parametrize("weights", ["zero", "trained"])
 def test_validation_logs_the_fraction_of_flat_outputs(weights, tmp_path: Path, caplog):
     """A net whose weights are all zero gives one grey value everywhere; the identity-like one keeps the texture."""
-    from pairlie.collapse import FlatOutputWarning
+    from pairlie.evaluate.collapse import FlatOutputWarning
 
     torch.manual_seed(0)
     module = PairLIEModule(width=4)

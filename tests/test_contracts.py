@@ -21,7 +21,7 @@ from helpers import (
     save_tiny_checkpoint,
 )
 from pairlie.errors import ConfigError
-from pairlie.module import PairLIEModule
+from pairlie.train.module import PairLIEModule
 
 
 def test_step_enhanced_is_illumination_to_gamma_times_reflectance():
@@ -126,7 +126,7 @@ def test_a_scheduler_spec_is_checked_when_the_module_is_built(scheduler, message
 
 
 def test_a_length_in_epochs_needs_an_epoch_limit():
-    from pairlie.module import check_run_length
+    from pairlie.train.module import check_run_length
 
     cosine = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": None, "interval": "epoch"}
     with pytest.raises(ConfigError, match=re.escape("model.scheduler.T_max=null follows the run's length in epochs")):
@@ -158,7 +158,7 @@ def test_a_length_in_epochs_needs_an_epoch_limit():
     ],
 )
 def test_the_schedule_line_counts_the_steps_that_will_run(overrides, expected):
-    from pairlie.runs import schedule_line
+    from pairlie.train.runs import schedule_line
 
     line = schedule_line(composed("data=sice", *overrides, hydra=False), 179, "sice")
     assert line.startswith(expected), line
@@ -193,7 +193,7 @@ def in_place(step):
 
 
 def probe(**terms):
-    from pairlie.losses import probe_terms
+    from pairlie.model.losses import probe_terms
 
     module = PairLIEModule(width=4, loss={name: {"_target_": f"{__name__}.{fn}"} for name, fn in terms.items()})
     probe_terms(module.terms, module.net, module.hparams.gamma)
@@ -229,7 +229,7 @@ def test_the_probe_passes_good_terms_and_leaves_no_gradients():
 
 
 def test_a_wrong_signature_shows_the_expected_form():
-    from pairlie.losses import build_terms
+    from pairlie.model.losses import build_terms
 
     with pytest.raises(ConfigError) as caught:
         build_terms({"exposure": {"_target_": f"{__name__}.exposure_control", "exposre": 0.5}})
@@ -305,7 +305,7 @@ def test_hparams_of_one_override_is_that_key_alone():
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from pairlie.hparams import run_params
+    from pairlie.train.hparams import run_params
 
     def params(*overrides):
         cfg = composed(*overrides)

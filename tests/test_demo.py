@@ -6,7 +6,7 @@ import pytest
 from pairlie.data import discover_pairs, discover_scenes
 from pairlie.data.demo import TILE, build_demo, linear_to_srgb, simulate_exposure, srgb_to_linear
 from pairlie.errors import DataError
-from pairlie.images import read_rgb
+from pairlie.io.images import read_rgb
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from helpers import RunIf, run_cli, write_image
-from pairlie.precision import FLAGS_VARIABLE
+from pairlie.infer.precision import FLAGS_VARIABLE
 
 pytestmark = RunIf(clis=("pairlie-enhance",))
 

@@ -1,4 +1,4 @@
-"""pairlie.evaluation in this process: scores against an independent computation, files written, γ lists, results."""
+"""pairlie.evaluate.scoring in this process: scores against an independent computation, files written, γ lists, results."""
 
 import csv
 import json
@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from helpers import make_paired_tree, write_image
-from pairlie import evaluation
 from pairlie.errors import ConfigError
-from pairlie.evaluation import ImageScore, csv_value, evaluate, gamma_table, gammas_to_score, write_results
-from pairlie.images import load_image, quantize, read_rgb
-from pairlie.inference import Enhancer
-from pairlie.metrics import paper_scores, psnr, ssim
-from pairlie.nets import enhance
+from pairlie.evaluate import scoring as evaluation
+from pairlie.evaluate.metrics import paper_scores, psnr, ssim
+from pairlie.evaluate.scoring import ImageScore, csv_value, evaluate, gamma_table, gammas_to_score, write_results
+from pairlie.infer.enhancer import Enhancer
+from pairlie.io.images import load_image, quantize, read_rgb
+from pairlie.model.nets import enhance
 
 
 @pytest.fixture

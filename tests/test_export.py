@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from helpers import OFFICIAL_WEIGHTS, REPO, SHARED_DATA, RunIf, run_cli, save_tiny_checkpoint
-from pairlie.checkpoints import load_net
+from pairlie.deploy.export import MIN_SIDE, ONNX_OPSETS, export
 from pairlie.errors import ConfigError, DataError, VerificationError
-from pairlie.export import MIN_SIDE, ONNX_OPSETS, export
-from pairlie.images import read_rgb, to_tensor
-from pairlie.inference import Enhancer
+from pairlie.infer.enhancer import Enhancer
+from pairlie.io.images import read_rgb, to_tensor
+from pairlie.model.checkpoints import load_net
 
 ort = pytest.importorskip("onnxruntime", reason='needs onnxruntime: pip install -e ".[export]"')
 onnx = pytest.importorskip("onnx")
@@ -172,7 +172,7 @@ def test_overwrite_true_replaces_and_a_failed_verification_leaves_the_old_file(t
     out.write_bytes(b"old")
     report = export(tiny_ckpt, out, overwrite=True, verify_images=())
     assert out.read_bytes()[:4] != b"old" and report.worst.grey_levels <= 1
-    import pairlie.export as export_module
+    import pairlie.deploy.export as export_module
 
     other = save_tiny_checkpoint(tmp_path / "other.ckpt", seed=1)
     real = export_module.to_onnx
@@ -241,7 +241,7 @@ LOL_PAIRLIE_TEST = {"psnr": 19.513868985793543, "ssim": 0.7358555875169527}
 @RunIf(shared=True)
 def test_lol_through_onnx_scores_as_pairlie_test(tmp_path):
     """The official weights at LOL's γ 0.14, verified on a LOL photo: the ONNX outputs score pairlie-test's numbers."""
-    from pairlie.metrics import paper_scores
+    from pairlie.evaluate.metrics import paper_scores
 
     lows = sorted((SHARED_DATA / "LOL-test" / "low").glob("*.png"))
     report = export(OFFICIAL_WEIGHTS, tmp_path / "p.onnx", gamma=0.14, verify_images=[lows[0]])

@@ -28,9 +28,9 @@ from pairlie.cli import enhance as enhance_cli
 from pairlie.cli import export as export_cli
 from pairlie.cli import test as test_cli
 from pairlie.cli import train as train_cli
-from pairlie.cli.preflight import check, group_options
+from pairlie.configuration import check, group_options
 from pairlie.errors import ConfigError
-from pairlie.files import write_atomic
+from pairlie.io.files import write_atomic
 
 SPECS = {
     "pairlie-train": train_cli.SPEC,
@@ -275,7 +275,7 @@ def test_own_folders_as_typed_train_the_published_schedule_and_the_next_commands
 )
 def test_naming_your_own_training_folder_leaves_the_demo_preset(overrides, data):
     """Composed from what ``pairlie-train`` passes on to Hydra (the sweep's first value)."""
-    from pairlie.runs import own_data
+    from pairlie.train.runs import own_data
 
     words = [o for o in own_data(overrides) if o != "-m"]
     cfg = composed(*(w.split(",")[0] for w in words))
@@ -296,7 +296,7 @@ def test_a_run_stopped_by_max_steps_before_validation_still_names_a_checkpoint(t
 def test_progress_bar_counts_epochs_from_one_and_the_whole_run():
     from types import SimpleNamespace
 
-    from pairlie.callbacks import RunProgressBar, run_steps
+    from pairlie.train.callbacks import RunProgressBar, run_steps
 
     trainer = SimpleNamespace(
         max_epochs=4, max_steps=-1, num_training_batches=82, accumulate_grad_batches=1, global_step=0
@@ -351,7 +351,7 @@ def test_two_inputs_that_would_share_an_output_name_are_refused(tmp_path):
 
 
 def test_readonly_arrays_enhance_without_a_warning(recwarn):
-    from pairlie.images import to_tensor
+    from pairlie.io.images import to_tensor
 
     array = np.asarray(Image.new("RGB", (8, 8)))
     assert not array.flags.writeable
@@ -383,13 +383,13 @@ def test_the_enhancer_says_what_it_is(sharp_net):
     ],
 )
 def test_the_printed_test_command_scores_what_the_run_validated_on(test_dir, expected):
-    from pairlie.runs import test_command
+    from pairlie.train.runs import test_command
 
     assert test_command("x.ckpt", test_dir, "/home/me/demo") == expected
 
 
 def test_the_added_data_choice_keeps_hydra_s_flags_before_the_overrides():
-    from pairlie.runs import own_data
+    from pairlie.train.runs import own_data
 
     argv = ["-m", "model.loss.fidelity=100,500", "data.train_dir=a", "--cfg", "job"]
     assert own_data(argv) == ["-m", "data=default", "model.loss.fidelity=100,500", "data.train_dir=a", "--cfg", "job"]
@@ -410,7 +410,7 @@ def test_the_added_data_choice_keeps_hydra_s_flags_before_the_overrides():
     ],
 )
 def test_the_schedule_line_says_what_trains_and_where_it_comes_from(overrides, expected):
-    from pairlie.runs import schedule_line
+    from pairlie.train.runs import schedule_line
 
     cfg = composed(*overrides, hydra=False)
     scenes = 41 if not overrides else 179  # the demo set's scenes; SICE-train's

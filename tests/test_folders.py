@@ -1,4 +1,4 @@
-"""pairlie.folders in this process: which files are enhanced where, what is refused, what is written."""
+"""pairlie.infer.folders in this process: which files are enhanced where, what is refused, what is written."""
 
 from pathlib import Path
 
@@ -8,10 +8,10 @@ from PIL import Image
 
 from helpers import write_image
 from pairlie.errors import ConfigError, DataError
-from pairlie.folders import check_output, collect_inputs, enhance_files, output_path
-from pairlie.images import quantize, read_rgb, to_tensor
-from pairlie.inference import Enhancer, gamma_for_brightness
-from pairlie.nets import enhance
+from pairlie.infer.enhancer import Enhancer, gamma_for_brightness
+from pairlie.infer.folders import check_output, collect_inputs, enhance_files, output_path
+from pairlie.io.images import quantize, read_rgb, to_tensor
+from pairlie.model.nets import enhance
 
 
 @pytest.fixture

@@ -13,16 +13,16 @@ import yaml
 from torch import nn
 
 from helpers import REPO, RunIf, composed, cpu_trainer, make_paired_tree, make_scene_tree, run_cli
-from pairlie import streaming
-from pairlie.checkpoints import load_net
 from pairlie.data.datasets import ExposurePairDataset
 from pairlie.data.sampling import Draw
 from pairlie.errors import ConfigError, DataError
-from pairlie.inference import Enhancer
-from pairlie.module import PairLIEModule
-from pairlie.nets import ConvNet, PairLIENet
-from pairlie.receptive import receptive_radius
+from pairlie.infer import streaming
+from pairlie.infer.enhancer import Enhancer
+from pairlie.infer.receptive import receptive_radius
+from pairlie.model.checkpoints import load_net
+from pairlie.model.nets import ConvNet, PairLIENet
 from pairlie.specs import build_module
+from pairlie.train.module import PairLIEModule
 
 EXAMPLES = REPO / "examples"
 
@@ -67,7 +67,7 @@ def variants() -> dict[str, nn.Module]:
     # built from a spec, as a config gives it (the template's convention: layers as _args_ of Sequential)
     leaky_r = layer("Sequential", *leaky_block(3, 8), *leaky_block(8, 8), *leaky_block(8, 3)[:2], layer("Sigmoid"))
     nets = {
-        "leaky_relu_r": build_module({"_target_": "pairlie.nets.PairLIENet", "width": 8, "reflectance": leaky_r}),
+        "leaky_relu_r": build_module({"_target_": "pairlie.model.nets.PairLIENet", "width": 8, "reflectance": leaky_r}),
         "deeper_r": PairLIENet(width=8, reflectance=ConvNet(3, 3, 8, depth=6)),
         "zero_padded": PairLIENet(width=8, padding="zeros"),
         "user_module": ResidualNet(),
@@ -154,7 +154,7 @@ def test_a_net_that_does_not_say_how_far_it_sees_runs_whole_and_refuses_tiles():
 def test_validation_scores_each_variant_from_its_own_forward(name, tmp_path):
     from pairlie.data.datasets import PairedImageDataset
     from pairlie.data.scenes import discover_pairs
-    from pairlie.metrics import paper_scores
+    from pairlie.evaluate.metrics import paper_scores
 
     module = PairLIEModule(net=VARIANTS[name], gamma=0.2)
     pairs = discover_pairs(make_paired_tree(tmp_path / "val", size=(40, 36)), "auto", key="data.val_dir")
@@ -177,7 +177,7 @@ def save_variant(path: Path, net: nn.Module | dict, gamma: float = 0.2) -> Path:
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_each_variant_exports_equal_to_its_own_forward(name, tmp_path):
     ort = pytest.importorskip("onnxruntime", reason='needs onnxruntime: pip install -e ".[export]"')
-    from pairlie.export import export
+    from pairlie.deploy.export import export
 
     net = VARIANTS[name]
     spec = {"_target_": f"{__name__}.ResidualNet"} if name == "user_module" else net
@@ -200,7 +200,7 @@ def test_each_variant_exports_equal_to_its_own_forward(name, tmp_path):
 
 
 def test_a_variant_checkpoint_rebuilds_its_own_net_not_the_paper_one(tmp_path):
-    spec = {"_target_": "pairlie.nets.PairLIENet", "width": 4, "reflectance": {"_target_": "pairlie.nets.ConvNet",
+    spec = {"_target_": "pairlie.model.nets.PairLIENet", "width": 4, "reflectance": {"_target_": "pairlie.model.nets.ConvNet",
             "in_channels": 4 - 1, "out_channels": 3, "width": 4, "depth": 6}}  # fmt: skip
     path = save_variant(tmp_path / "deep.ckpt", spec)
     net, hparams = load_net(path)
@@ -210,19 +210,19 @@ def test_a_variant_checkpoint_rebuilds_its_own_net_not_the_paper_one(tmp_path):
     assert enhancer.radius == 12 and enhancer.overlap == 12
 
 
-@pytest.mark.parametrize("target", ["os.system", "subprocess.run", "builtins.eval", "pairlie.nets.enhance"])
+@pytest.mark.parametrize("target", ["os.system", "subprocess.run", "builtins.eval", "pairlie.model.nets.enhance"])
 def test_a_checkpoint_naming_a_function_is_refused_before_calling_it(target, tmp_path, monkeypatch):
     called = []
     for name in ("os.system", "subprocess.run", "builtins.eval"):
         module, attr = name.split(".")
         monkeypatch.setattr(__import__(module), attr, lambda *a, **k: called.append(a))
-    path = save_variant(tmp_path / "ok.ckpt", {"_target_": "pairlie.nets.PairLIENet", "width": 4})
+    path = save_variant(tmp_path / "ok.ckpt", {"_target_": "pairlie.model.nets.PairLIENet", "width": 4})
     blob = torch.load(path, weights_only=True)
     blob["hyper_parameters"]["net"] = {"_target_": target, "args": "touch pwned"}
     torch.save(blob, path)
     with pytest.raises(DataError, match=rf"model.net._target_={target}: a checkpoint may name pairlie's nets and"):
         load_net(path)
-    blob["hyper_parameters"]["net"] = {"_target_": "pairlie.nets.PairLIENet", "reflectance": {"_target_": target}}
+    blob["hyper_parameters"]["net"] = {"_target_": "pairlie.model.nets.PairLIENet", "reflectance": {"_target_": target}}
     torch.save(blob, path)
     with pytest.raises(DataError, match=r"model.net.reflectance._target_=.*a checkpoint may name pairlie's nets"):
         load_net(path)
@@ -234,7 +234,7 @@ def test_a_checkpoint_naming_a_function_is_refused_before_calling_it(target, tmp
 
 
 def test_an_unimportable_net_and_weights_that_do_not_fit_say_why_in_one_line(tmp_path):
-    path = save_variant(tmp_path / "v.ckpt", {"_target_": "pairlie.nets.PairLIENet", "width": 4})
+    path = save_variant(tmp_path / "v.ckpt", {"_target_": "pairlie.model.nets.PairLIENet", "width": 4})
     blob = torch.load(path, weights_only=True)
     blob["hyper_parameters"]["net"] = {"_target_": "my_missing_nets.DeepR"}
     torch.save(blob, path)
@@ -247,7 +247,7 @@ def test_an_unimportable_net_and_weights_that_do_not_fit_say_why_in_one_line(tmp
     ) as info:
         load_net(path, trust="my_missing_nets")
     assert "\n" not in str(info.value)
-    blob["hyper_parameters"]["net"] = {"_target_": "pairlie.nets.PairLIENet", "width": 4, "depth": 5}
+    blob["hyper_parameters"]["net"] = {"_target_": "pairlie.model.nets.PairLIENet", "width": 4, "depth": 5}
     torch.save(blob, path)
     with pytest.raises(DataError, match=r"Missing key\(s\) in state_dict: \"denoiser.layers.16.weight\"") as info:
         load_net(path)
@@ -290,7 +290,7 @@ def test_a_hyperspectral_net_is_keys_only():
 
 
 def test_three_exposures_reach_the_symmetric_terms():
-    from pairlie.losses import consistency_loss, fidelity_loss, retinex_loss
+    from pairlie.model.losses import consistency_loss, fidelity_loss, retinex_loss
 
     torch.manual_seed(0)
     module = PairLIEModule(width=4, loss={k: {"weight": w, "exposures": "all"} for k, w in
@@ -382,11 +382,11 @@ def test_a_training_set_of_ones_own_by_target(scene_tree):
 
 def test_the_template_convention_for_parts_builds_only_modules():
     net = build_module(
-        {"_target_": "pairlie.nets.PairLIENet", "width": 4, "illumination": {"_target_": "torch.nn.Sequential"}}
+        {"_target_": "pairlie.model.nets.PairLIENet", "width": 4, "illumination": {"_target_": "torch.nn.Sequential"}}
     )
     assert isinstance(net.illumination, nn.Sequential)
     with pytest.raises(ConfigError, match="model.net._partial_: not accepted for a net"):
-        build_module({"_target_": "pairlie.nets.PairLIENet", "_partial_": True})
+        build_module({"_target_": "pairlie.model.nets.PairLIENet", "_partial_": True})
 
 
 # --- the commands as users type them ---------------------------------------------------------------
@@ -482,7 +482,9 @@ def test_an_example_trains_then_tests_enhances_and_exports_as_typed(example, arg
     if example == "own_model":  # elsewhere the user's file is not importable: one line that says so
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
-        result = run_cli("pairlie-enhance", f"ckpt_path={ckpt}", *trust, f"input={val / 'low'}", "output=out", cwd=elsewhere)
+        result = run_cli(
+            "pairlie-enhance", f"ckpt_path={ckpt}", *trust, f"input={val / 'low'}", "output=out", cwd=elsewhere
+        )
         assert result.returncode == 2 and "cannot import my_nets" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
 
@@ -581,7 +583,7 @@ class ThreeExposures(torch.utils.data.Dataset):
 
 def reflectance_tv(step) -> torch.Tensor:
     """A term of one's own: the paper's TV, on the reflectance of every exposure."""
-    from pairlie.losses import tv_loss
+    from pairlie.model.losses import tv_loss
 
     return sum(tv_loss(step.reflectance(k)) for k in range(len(step))) / len(step)
 

@@ -24,18 +24,18 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from helpers import REPO, composed, make_paired_tree, run_cli, write_image
-from pairlie import files
 from pairlie.data import PairLIEDataModule
 from pairlie.data.datasets import ExposurePairDataset
 from pairlie.data.scenes import discover_test_images
+from pairlie.deploy.export import check_request, export, verify
 from pairlie.errors import ConfigError, DataError, VerificationError
-from pairlie.evaluation import evaluate
-from pairlie.export import check_request, export, verify
-from pairlie.folders import check_output, collect_inputs, enhance_files
-from pairlie.images import DEFAULT_MAX_PIXELS, check_jpeg_quality, image_size, read_rgb, to_tensor
-from pairlie.inference import Enhancer
-from pairlie.nets import PairLIENet
-from pairlie.sweep import RESULT_FILE, SweepSummary
+from pairlie.evaluate.scoring import evaluate
+from pairlie.infer.enhancer import Enhancer
+from pairlie.infer.folders import check_output, collect_inputs, enhance_files
+from pairlie.io import files
+from pairlie.io.images import DEFAULT_MAX_PIXELS, check_jpeg_quality, image_size, read_rgb, to_tensor
+from pairlie.model.nets import PairLIENet
+from pairlie.train.sweep import RESULT_FILE, SweepSummary
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -91,7 +91,7 @@ class FullDisk:
 
 
 def fill_disk_after(monkeypatch, files_written: int) -> None:
-    """Writes through :func:`pairlie.files.atomic_open` succeed ``files_written`` times, then fail with ENOSPC."""
+    """Writes through :func:`pairlie.io.files.atomic_open` succeed ``files_written`` times, then fail with ENOSPC."""
     real, opened = os.fdopen, []
 
     def fdopen(fd, *args, **kwargs):

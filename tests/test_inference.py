@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 
 from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf
-from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
-from pairlie.images import load_image, quantize
-from pairlie.inference import Enhancer, split
-from pairlie.nets import enhance
+from pairlie.infer.enhancer import Enhancer, split
+from pairlie.io.images import load_image, quantize
+from pairlie.model.checkpoints import load_net
+from pairlie.model.nets import enhance
 
 
 @pytest.mark.parametrize("tile", [16, 24, 50, None])
@@ -127,7 +127,7 @@ def test_copies_to_the_cpu_are_blocking(sharp_net, monkeypatch):
     for tile in ("auto", 16):
         Enhancer(sharp_net, device="cpu", tile=tile).enhance(torch.rand(3, 30, 30))
     assert calls and not any(calls)
-    from pairlie.inference import to_device
+    from pairlie.infer.enhancer import to_device
 
     tensor = torch.rand(2)
     monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: k)
@@ -136,7 +136,7 @@ def test_copies_to_the_cpu_are_blocking(sharp_net, monkeypatch):
 
 
 def test_a_gpu_index_past_the_gpu_count_is_one_line(monkeypatch):
-    from pairlie.inference import resolve_device
+    from pairlie.infer.enhancer import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -160,7 +160,7 @@ def test_a_gpu_runs_the_net_in_nchw(sharp_net, monkeypatch):
 
 
 def test_mps_is_accepted_where_pytorch_reports_it_and_tiles_like_cuda(monkeypatch):
-    from pairlie.inference import AUTO_TILE, resolve_device
+    from pairlie.infer.enhancer import AUTO_TILE, resolve_device
 
     assert AUTO_TILE["mps"] == AUTO_TILE["cuda"]
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from helpers import make_paired_tree, run_cli, write_image
-from pairlie import int8, precision, streaming
 from pairlie.errors import ConfigError
-from pairlie.inference import Enhancer
-from pairlie.nets import ConvNet, PairLIENet
+from pairlie.infer import int8, precision, streaming
+from pairlie.infer.enhancer import Enhancer
+from pairlie.model.nets import ConvNet, PairLIENet
 
 CPU = torch.device("cpu")
 SAPPHIRE_RAPIDS = "avx2 avx512f avx512_vnni avx_vnni amx_bf16 amx_int8 amx_tile"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pairlie.errors import ConfigError
-from pairlie.losses import (
+from pairlie.model.losses import (
     Step,
     build_terms,
     consistency,

@@ -7,8 +7,8 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from helpers import SHARED_DATA, RunIf
-from pairlie.images import read_rgb
-from pairlie.metrics import paper_scores, psnr, ssim, to_reference_grid
+from pairlie.evaluate.metrics import paper_scores, psnr, ssim, to_reference_grid
+from pairlie.io.images import read_rgb
 
 
 def reference_ssim(a, b):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pairlie.errors import ConfigError
-from pairlie.losses import consistency_loss, fidelity_loss, retinex_loss
-from pairlie.module import PairLIEModule
+from pairlie.model.losses import consistency_loss, fidelity_loss, retinex_loss
+from pairlie.train.module import PairLIEModule
 
 
 def published_loss(net, im1, im2):
@@ -154,7 +154,7 @@ def test_large_finite_gradients_are_kept_and_one_inf_is_caught():
 
 def test_validation_runs_through_the_enhancer_s_bounded_memory_path(monkeypatch):
     """Validation of a huge image streams it in bands on a CPU (tiles on a GPU), as pairlie-test does."""
-    from pairlie import streaming
+    from pairlie.infer import streaming
 
     streamed = []
     original = streaming.stream
@@ -185,8 +185,8 @@ def test_the_config_and_the_python_defaults_are_the_same_numbers():
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from pairlie.losses import PAPER_WEIGHTS
-    from pairlie.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER
+    from pairlie.model.losses import PAPER_WEIGHTS
+    from pairlie.train.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER
 
     with initialize_config_module(config_module="pairlie.configs", version_base="1.3"):
         model = compose(config_name="train").model

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf
-from pairlie.checkpoints import load_net, read_weights
 from pairlie.errors import DataError
-from pairlie.images import load_image, quantize, read_rgb
-from pairlie.nets import PairLIENet, enhance
+from pairlie.io.images import load_image, quantize, read_rgb
+from pairlie.model.checkpoints import load_net, read_weights
+from pairlie.model.nets import PairLIENet, enhance
 
 
 def conv_params(cin, cout):

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from helpers import SHARED_DATA, RunIf
-from pairlie import noref
+from pairlie.evaluate import noref
 
 BABOON = SHARED_DATA / "niqe" / "baboon.png"
 MATLAB_BABOON_NIQE = 5.72957338  # MATLAB R2021a niqe(baboon.png), as published with BasicSR

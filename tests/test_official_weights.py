@@ -18,11 +18,11 @@ import torch
 from omegaconf import OmegaConf
 
 from helpers import OFFICIAL_WEIGHTS, REPO, SHARED_DATA, RunIf, run_cli
-from pairlie import weights
-from pairlie.checkpoints import load_net
 from pairlie.errors import DataError
-from pairlie.inference import Enhancer
-from pairlie.runs import resolve_checkpoint
+from pairlie.infer.enhancer import Enhancer
+from pairlie.model import weights
+from pairlie.model.checkpoints import load_net
+from pairlie.train.runs import resolve_checkpoint
 
 NEEDS_SHARED = RunIf(shared=True)
 

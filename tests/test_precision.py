@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf
-from pairlie import precision
 from pairlie.errors import ConfigError
-from pairlie.inference import Enhancer
+from pairlie.infer import precision
+from pairlie.infer.enhancer import Enhancer
 
 CPU = torch.device("cpu")
 AVX2 = "fpu sse avx avx2 fma"  # a Zen 2/3 EPYC: bf16 emulated, int8 through AVX2
@@ -103,7 +103,7 @@ def test_bf16_is_close_to_fp32_with_fp32_outputs_in_every_tiling(sharp_net, tile
 
 def test_bf16_bands_equal_bf16_whole_images(sharp_net, monkeypatch):
     """Bands and zero padding inside the convolution compute the same bf16 layers as one whole-image pass."""
-    from pairlie import streaming
+    from pairlie.infer import streaming
 
     monkeypatch.setattr(streaming, "BF16_BAND_ROWS", 6)  # bands of 6 rows, context trimmed layer by layer
     monkeypatch.setattr(streaming, "BF16_BAND_PIXELS", 1)
@@ -148,7 +148,7 @@ def test_bf16_training_is_noted_as_slow_only_where_bf16_is_emulated(monkeypatch)
 
 
 def test_validation_precision_is_checked_and_used(sharp_net):
-    from pairlie.module import PairLIEModule
+    from pairlie.train.module import PairLIEModule
 
     with pytest.raises(ConfigError, match=r"^model.val_precision='half': must be one of"):
         PairLIEModule(width=8, val_precision="half")
@@ -158,7 +158,7 @@ def test_validation_precision_is_checked_and_used(sharp_net):
 
 
 def _scores(enhancer, folder, step):
-    from pairlie.evaluation import evaluate
+    from pairlie.evaluate.scoring import evaluate
 
     pairs = [(low, folder / "high" / low.name) for low in sorted((folder / "low").iterdir())[::step]]
     result = evaluate(enhancer, pairs, save_images=False, no_reference=False)  # pairlie-test's scoring
@@ -208,7 +208,7 @@ def test_int8_scores_within_0_05_db_and_0_003_ssim_of_fp32(monkeypatch, folder, 
 
 def test_the_relu_fused_into_bf16_convolutions_changes_nothing(sharp_net, monkeypatch):
     """The fused oneDNN call (where its probe passes) computes what conv2d then ReLU compute."""
-    from pairlie import streaming
+    from pairlie.infer import streaming
 
     if not precision.fuses_relu(torch.bfloat16):
         pytest.skip(f"no fused convolution here: {precision._fused_relu_reason()}")

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from helpers import cpu_trainer
-from pairlie.module import PairLIEModule
+from pairlie.train.module import PairLIEModule
 
 WIDTH, CROP = 8, 32
 EPOCHS, STEPS_PER_EPOCH = 4, 50  # 200 steps
@@ -27,7 +27,7 @@ TOLERANCE = 1e-5  # relative, per weight tensor
 # instead of left to right changes L's gradients by ~1e-7 relative at step 1, and the weights end
 # 200 steps 0.007 apart (measured, 1 thread): Adam divides each gradient by its running RMS, so on
 # weights whose gradients are near zero, rounding noise becomes steps of the full learning rate.
-# The loss below is the method's formula left to right, the order pairlie.losses sums in.
+# The loss below is the method's formula left to right, the order pairlie.model.losses sums in.
 
 
 class PlainNet(nn.Module):

@@ -21,7 +21,7 @@ from helpers import (
     wait_for,
 )
 from pairlie.errors import TrainingDiverged
-from pairlie.module import PairLIEModule
+from pairlie.train.module import PairLIEModule
 
 
 def fit(module, poisoned, steps=6):

@@ -21,10 +21,10 @@ from helpers import (
     run_cli,
     save_tiny_checkpoint,
 )
-from pairlie.evaluation import evaluate
-from pairlie.inference import Enhancer
-from pairlie.nets import PairLIENet
-from pairlie.report import KINDS, THUMB_DIR, thumbnail_name
+from pairlie.evaluate.report import KINDS, THUMB_DIR, thumbnail_name
+from pairlie.evaluate.scoring import evaluate
+from pairlie.infer.enhancer import Enhancer
+from pairlie.model.nets import PairLIENet
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -236,7 +236,7 @@ def test_mef_with_the_official_weights_prints_niqe_and_loe_and_writes_the_report
 
 def test_auto_gamma_finds_the_gamma_of_the_target_brightness():
     """L = 0.25 and R = 0.8 everywhere: the mean of L**g * R is 0.8 * 0.25**g, so 0.4 needs g = 0.5 exactly."""
-    from pairlie.inference import gamma_for_brightness
+    from pairlie.infer.enhancer import gamma_for_brightness
 
     illumination, reflectance = torch.full((1, 1, 8, 8), 0.25), torch.full((1, 3, 8, 8), 0.8)
     assert gamma_for_brightness(illumination, reflectance, 0.4) == 0.5

@@ -1,4 +1,4 @@
-"""pairlie.speed: the allocator setting removes the page faults it is there to remove."""
+"""pairlie.io.speed: the allocator setting removes the page faults it is there to remove."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ from helpers import RunIf
 
 FAULTS = """
 import json, resource, sys, torch
-from pairlie.speed import keep_freed_memory
+from pairlie.io.speed import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 for _ in range(12):  # warm up: glibc's heap settles after a few aligned blocks
     torch.empty(10 * 2**20).fill_(1)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pairlie import streaming
-from pairlie.inference import Enhancer
+from pairlie.infer import streaming
+from pairlie.infer.enhancer import Enhancer
 
 
 def plain(net, image):

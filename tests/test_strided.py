@@ -17,10 +17,10 @@ from torch import nn
 
 from helpers import REPO, RunIf, make_paired_tree, make_scene_tree, run_cli, write_image
 from pairlie.errors import ConfigError, VerificationError
-from pairlie.inference import Enhancer, dependence_radius
-from pairlie.nets import PairLIENet, enhance
-from pairlie.receptive import alignment, receptive_radius
-from pairlie.streaming import split
+from pairlie.infer.enhancer import Enhancer, dependence_radius
+from pairlie.infer.receptive import alignment, receptive_radius
+from pairlie.infer.streaming import split
+from pairlie.model.nets import PairLIENet, enhance
 
 EXAMPLE = REPO / "examples" / "strided_l"
 sys.path.insert(0, str(EXAMPLE))
@@ -97,7 +97,7 @@ def test_without_the_alignment_the_tiles_would_differ_and_are_refused():
     net = strided_net(alignment=1)
     image = torch.rand(1, 3, 301, 257, generator=torch.Generator().manual_seed(3))
     # what tiles on the wrong grid compute (the same code, the check bypassed)
-    from pairlie.inference import tile_forward
+    from pairlie.infer.enhancer import tile_forward
 
     with torch.no_grad():
         shifted = tile_forward(lambda patch, borders: net(patch), image, 64, 13, 1)
@@ -124,10 +124,10 @@ def test_tile_auto_runs_whole_images_with_a_note_when_the_contract_fails(caplog)
 
 def test_export_of_a_net_that_cannot_take_a_thin_image_is_one_line_and_writes_nothing(tmp_path):
     pytest.importorskip("onnxruntime", reason='needs onnxruntime: pip install -e ".[export]"')
-    from pairlie.export import export
-    from pairlie.module import PairLIEModule
+    from pairlie.deploy.export import export
+    from pairlie.train.module import PairLIEModule
 
-    spec = {"_target_": "pairlie.nets.PairLIENet", "width": 8,
+    spec = {"_target_": "pairlie.model.nets.PairLIENet", "width": 8,
             "illumination": {"_target_": "strided_nets.HalfResIllumination", "width": 8}}  # fmt: skip
     module = PairLIEModule(net=spec)
     ckpt = tmp_path / "strided.ckpt"
@@ -172,7 +172,7 @@ def test_the_strided_example_trains_enhances_a_wide_photo_exactly_and_exports(tm
     assert result.returncode == 0, result.stderr[-3000:]
     from PIL import Image
 
-    from pairlie.checkpoints import load_net
+    from pairlie.model.checkpoints import load_net
 
     sys.path.insert(0, str(folder))
     net, hparams = load_net(ckpt, trust=["strided_nets"])

@@ -1,4 +1,4 @@
-"""pairlie.sweep in this process: a multirun's folders ranked, best first, with what each job varied."""
+"""pairlie.train.sweep in this process: a multirun's folders ranked, best first, with what each job varied."""
 
 import json
 import sys
@@ -6,8 +6,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from pairlie import sweep
-from pairlie.sweep import RESULT_FILE, SweepSummary, collect, format_table
+from pairlie.train import sweep
+from pairlie.train.sweep import RESULT_FILE, SweepSummary, collect, format_table
 
 
 def job(folder, name, overrides, metrics=None):
@@ -64,5 +64,5 @@ def test_python_m_pairlie_sweep_prints_the_ranking(multirun, monkeypatch, capsys
     sweep.main()
     assert capsys.readouterr().out == format_table(collect(multirun)) + "\n"
     monkeypatch.setattr(sys, "argv", ["sweep"])
-    with pytest.raises(SystemExit, match="usage: python -m pairlie.sweep SWEEP_DIR"):
+    with pytest.raises(SystemExit, match="usage: python -m pairlie.train.sweep SWEEP_DIR"):
         sweep.main()

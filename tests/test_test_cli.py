@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, TINY, RunIf, make_paired_tree, make_scene_tree, run_cli
-from pairlie.images import load_image, quantize, read_rgb
-from pairlie.inference import Enhancer
-from pairlie.metrics import psnr, ssim
+from pairlie.evaluate.metrics import psnr, ssim
+from pairlie.infer.enhancer import Enhancer
+from pairlie.io.images import load_image, quantize, read_rgb
 
 pytestmark = RunIf(clis=("pairlie-test",))
 

@@ -13,8 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from helpers import REPO, SHARED_DATA, TINY, RunIf, composed, make_paired_tree, run_cli, run_train
-from pairlie.checkpoints import load_net
-from pairlie.precision import FLAGS_VARIABLE
+from pairlie.infer.precision import FLAGS_VARIABLE
+from pairlie.model.checkpoints import load_net
 
 
 @pytest.mark.parametrize(

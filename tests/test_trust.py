@@ -19,12 +19,12 @@ import pytest
 import torch
 
 from helpers import RunIf, run_cli, save_tiny_checkpoint
-from pairlie.checkpoints import load_net, read_checkpoint, read_weights
 from pairlie.errors import ConfigError, DataError
-from pairlie.inference import Enhancer
-from pairlie.module import PairLIEModule
-from pairlie.nets import PairLIENet
-from pairlie.runs import checkpoint_progress
+from pairlie.infer.enhancer import Enhancer
+from pairlie.model.checkpoints import load_net, read_checkpoint, read_weights
+from pairlie.model.nets import PairLIENet
+from pairlie.train.module import PairLIEModule
+from pairlie.train.runs import checkpoint_progress
 from pairlie.trust import add_working_folder_for, allowed, check_hparams, trusted_modules
 
 
@@ -113,14 +113,14 @@ def test_pairlie_s_own_checkpoints_load_as_data(tiny_cfg, tmp_path):
 
 
 def test_the_allowlist_decides_by_name():
-    assert allowed("pairlie.nets.PairLIENet", "net") and allowed("torch.nn.Conv2d", "net")
+    assert allowed("pairlie.model.nets.PairLIENet", "net") and allowed("torch.nn.Conv2d", "net")
     assert allowed("torch.nn.modules.container.Sequential", "net")
-    assert not allowed("pairlie.module.PairLIEModule", "net")  # a LightningModule builds optimisers
+    assert not allowed("pairlie.train.module.PairLIEModule", "net")  # a LightningModule builds optimisers
     assert not allowed("torch.nn.parallel.DistributedDataParallel", "net")
-    assert not allowed("pairlie.nets.enhance", "net") and not allowed("this.X", "net")
+    assert not allowed("pairlie.model.nets.enhance", "net") and not allowed("this.X", "net")
     assert allowed("torch.optim.AdamW", "optimizer") and not allowed("torch.optim.lr_scheduler.StepLR", "optimizer")
     assert allowed("torch.optim.lr_scheduler.StepLR", "scheduler") and not allowed("pathlib.Path.touch", "scheduler")
-    assert allowed("pairlie.losses.retinex", "loss") and not allowed("numpy.savetxt", "loss")
+    assert allowed("pairlie.model.losses.retinex", "loss") and not allowed("numpy.savetxt", "loss")
     assert allowed("my_nets.Deep", "net", trust=("my_nets",)) and not allowed("my_nets2.Deep", "net", ("my_nets",))
     assert trusted_modules("a, b.c") == ("a", "b.c") and trusted_modules(["x"]) == ("x",)
     with pytest.raises(ConfigError, match="not a module name"):
@@ -131,10 +131,16 @@ def test_the_allowlist_decides_by_name():
     "net",
     [
         # a LightningModule as the net: its constructor builds optimisers from specs
-        {"_target_": "pairlie.module.PairLIEModule", "optimizer": {"_target_": "pathlib.Path.unlink", "self": "V"}},
+        {
+            "_target_": "pairlie.train.module.PairLIEModule",
+            "optimizer": {"_target_": "pathlib.Path.unlink", "self": "V"},
+        },
         # specs as a list of pairs, and a resolver interpolation
-        {"_target_": "pairlie.nets.PairLIENet", "reflectance": [["_target_", "pathlib.Path.unlink"], ["self", "V"]]},
-        {"_target_": "pairlie.nets.PairLIENet", "width": "${oc.decode:'4'}"},
+        {
+            "_target_": "pairlie.model.nets.PairLIENet",
+            "reflectance": [["_target_", "pathlib.Path.unlink"], ["self", "V"]],
+        },
+        {"_target_": "pairlie.model.nets.PairLIENet", "width": "${oc.decode:'4'}"},
         {"_target_": "pathlib.Path.unlink", "self": "V"},
         {"_target_": "numpy.savetxt", "fname": "V", "X": [1]},
         {"_target_": "builtins.open", "file": "V", "mode": "w"},
@@ -201,7 +207,7 @@ def test_a_named_module_is_not_imported_unless_trusted(target, tmp_path):
     code = textwrap.dedent(
         f"""
         import sys
-        from pairlie.checkpoints import load_net
+        from pairlie.model.checkpoints import load_net
         from pairlie.errors import DataError
         try:
             load_net({str(path)!r})
@@ -224,7 +230,7 @@ def test_a_module_beside_the_checkpoint_runs_only_when_trusted(tmp_path, paired_
     (folder / "helpers_evil.py").write_text(
         f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nfrom torch.nn import Identity as Net\n"
     )
-    ckpt = with_hparams(folder, "model.ckpt", net={"_target_": "pairlie.nets.PairLIENet", "width": 4,
+    ckpt = with_hparams(folder, "model.ckpt", net={"_target_": "pairlie.model.nets.PairLIENet", "width": 4,
                                                       "denoiser": {"_target_": "helpers_evil.Net"}})  # fmt: skip
     result = run_cli("pairlie-enhance", f"ckpt_path={ckpt}", f"input={paired_tree / 'low'}", "output=out", cwd=folder)
     assert result.returncode == 2 and not marker.exists()
@@ -266,12 +272,12 @@ def test_the_working_folder_is_searched_last_and_only_for_named_modules(tmp_path
 
 @pytest.mark.parametrize("width", [3000, 10**6])
 def test_a_declared_width_is_checked_on_the_meta_device_before_any_allocation(width, tmp_path):
-    path = with_hparams(tmp_path, "huge.ckpt", net={"_target_": "pairlie.nets.PairLIENet", "width": width})
+    path = with_hparams(tmp_path, "huge.ckpt", net={"_target_": "pairlie.model.nets.PairLIENet", "width": width})
     assert path.stat().st_size < 200_000
     code = textwrap.dedent(
         f"""
         import resource
-        from pairlie.checkpoints import load_net
+        from pairlie.model.checkpoints import load_net
         from pairlie.errors import DataError
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
@@ -331,7 +337,9 @@ def test_a_malformed_checkpoint_is_one_line(blob, message, tmp_path):
 
 
 def test_hparams_hold_plain_data_only():
-    check_hparams({"net": {"_target_": "pairlie.nets.PairLIENet", "width": 4}, "gamma": 0.2, "loss": {"retinex": 1}})
+    check_hparams(
+        {"net": {"_target_": "pairlie.model.nets.PairLIENet", "width": 4}, "gamma": 0.2, "loss": {"retinex": 1}}
+    )
     with pytest.raises(ConfigError, match=r"hyper_parameters.log_images: a bytes value"):
         check_hparams({"log_images": b"x"})
     with pytest.raises(ConfigError, match=r"model.compile._target_=os.system: a checkpoint names classes in"):
@@ -353,10 +361,13 @@ def test_the_official_weights_load_as_data():
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        ("data._target_=pairlie.nets.PairLIENet", "data._target_=pairlie.nets.PairLIENet: not a LightningDataModule"),
         (
-            "+logger.x._target_=pairlie.nets.ConvNet",
-            "logger.x._target_=pairlie.nets.ConvNet: not a Lightning Logger class",
+            "data._target_=pairlie.model.nets.PairLIENet",
+            "data._target_=pairlie.model.nets.PairLIENet: not a LightningDataModule",
+        ),
+        (
+            "+logger.x._target_=pairlie.model.nets.ConvNet",
+            "logger.x._target_=pairlie.model.nets.ConvNet: not a Lightning Logger class",
         ),
         (
             "callbacks.model_summary._target_=torch.nn.Identity",
@@ -384,7 +395,7 @@ def test_a_config_entry_of_the_wrong_kind_is_one_line_and_no_run_folder(
 def test_a_read_only_run_folder_is_one_line(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from pairlie.runs import check_run_folder
+    from pairlie.train.runs import check_run_folder
 
     cfg = OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "logs" / "run")}, "mode": "RUN"}})
     check_run_folder(cfg)

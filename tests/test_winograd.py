@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf, make_paired_tree, run_cli, write_image
-from pairlie import streaming, winograd
-from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
-from pairlie.images import quantize, read_rgb, to_tensor
-from pairlie.inference import Enhancer
-from pairlie.metrics import paper_scores
-from pairlie.module import PairLIEModule
+from pairlie.evaluate.metrics import paper_scores
+from pairlie.infer import streaming, winograd
+from pairlie.infer.enhancer import Enhancer
+from pairlie.io.images import quantize, read_rgb, to_tensor
+from pairlie.model.checkpoints import load_net
+from pairlie.train.module import PairLIEModule
 
 pytestmark = pytest.mark.skipif(
     winograd.unavailable_reason() is not None, reason=f"Winograd unavailable: {winograd.unavailable_reason()}"

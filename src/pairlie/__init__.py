@@ -9,8 +9,13 @@ except PackageNotFoundError:  # a source tree on sys.path without an install
 
 __all__ = ["Enhancer", "__version__"]
 
+# dotted paths from before the sub-packages (pairlie.nets.PairLIENet in older checkpoints) keep working
+from pairlie._aliases import install as _install_aliases  # noqa: E402
+
+_install_aliases()
+
 # the configs' ${pairlie.*} resolvers; cheap, and needed before Hydra reads pkg://pairlie.configs
-from pairlie.resolvers import register as _register_resolvers  # noqa: E402
+from pairlie.train.resolvers import register as _register_resolvers  # noqa: E402
 
 _register_resolvers()
 
@@ -18,7 +23,7 @@ _register_resolvers()
 def __getattr__(name: str):
     # Lazy, so that `import pairlie` stays cheap for the CLIs' config lookups.
     if name == "Enhancer":
-        from pairlie.inference import Enhancer
+        from pairlie.infer.enhancer import Enhancer
 
         return Enhancer
     raise AttributeError(f"module 'pairlie' has no attribute {name!r}")

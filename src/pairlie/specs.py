@@ -21,7 +21,7 @@ from torch import nn
 from pairlie import trust as trust_policy
 from pairlie.errors import ConfigError, first_line
 
-DEFAULT_NET = "pairlie.nets.PairLIENet"
+DEFAULT_NET = "pairlie.model.nets.PairLIENet"
 PLAIN = (str, int, float, bool, type(None))
 # Hydra's keys a spec may carry besides _target_ and _args_ (positional arguments); ignored (_partial_ is refused)
 IGNORED_KEYS = ("_convert_", "_recursive_")

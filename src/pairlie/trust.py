@@ -19,11 +19,14 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pairlie._aliases import current
 from pairlie.errors import ConfigError
 
 # what a checkpoint may name without trust=, by kind of part
-NETS = frozenset({"pairlie.nets.PairLIENet", "pairlie.nets.ConvNet"})
-LOSSES = frozenset({"pairlie.losses.consistency", "pairlie.losses.retinex", "pairlie.losses.fidelity"})
+NETS = frozenset({"pairlie.model.nets.PairLIENet", "pairlie.model.nets.ConvNet"})
+LOSSES = frozenset(
+    {"pairlie.model.losses.consistency", "pairlie.model.losses.retinex", "pairlie.model.losses.fidelity"}
+)
 KINDS = ("net", "loss", "optimizer", "scheduler")
 # torch.nn's wrappers that take processes or devices, not layers
 _NOT_LAYERS = ("torch.nn.parallel.",)
@@ -51,7 +54,11 @@ def _in_module(target: str, module: str) -> bool:
 
 
 def allowed(target: str, kind: str, trust: Iterable[str] = ()) -> bool:
-    """Whether a checkpoint may name ``target`` as a ``kind`` part, decided from the name alone."""
+    """Whether a checkpoint may name ``target`` as a ``kind`` part, decided from the name alone.
+
+    A path from before pairlie's sub-packages (``pairlie.nets.PairLIENet``) is judged as today's.
+    """
+    target = current(target)
     if any(_in_module(target, name) for name in trust):
         return True
     if kind == "net":

@@ -1,1 +1,4 @@
-"""Thin Hydra entry points: compose the config, instantiate, call."""
+"""Entry points only: each composes its config, calls one library function and prints its result.
+
+May import every stage; nothing imports it.
+"""

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 
-from pairlie.cli.preflight import CliSpec, check
-from pairlie.errors import PairLIEError
-from pairlie.runs import check_run_folder
-from pairlie.speed import keep_freed_memory
+from pairlie.configuration import CliSpec, check
+from pairlie.errors import PairLIEError, user_error
+from pairlie.io.speed import (
+    apply_speed_settings,  # noqa: F401  (the CLIs read it from here)
+)
+from pairlie.train.runs import check_run_folder
 
 # A package path, not a file path: it resolves the same after `pip install .` as in a checkout.
 CONFIG_PATH = "pkg://pairlie.configs"
@@ -47,21 +48,6 @@ def run_cli(spec: CliSpec, hydra_main: Callable[[], Any]) -> None:
     except Exception:  # a log_dir that does not resolve here is Hydra's to report
         pass
     hydra_main()
-
-
-def apply_speed_settings(cfg: Any) -> None:
-    """Process-wide settings a CLI's config asks for (``keep_freed_memory``; see :mod:`pairlie.speed`)."""
-    if cfg.get("keep_freed_memory"):
-        keep_freed_memory()
-
-
-def user_error(exc: BaseException) -> PairLIEError | None:
-    """The :class:`PairLIEError` behind ``exc`` (Hydra wraps errors raised while instantiating)."""
-    while exc is not None:
-        if isinstance(exc, PairLIEError):
-            return exc
-        exc = exc.__cause__ or (exc.__context__ if isinstance(exc, InstantiationException) else None)
-    return None
 
 
 def run_reporting_errors(fn: Callable[..., Any], *args: Any) -> Any:

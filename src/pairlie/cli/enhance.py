@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 from pathlib import Path
 
@@ -11,13 +9,12 @@ import hydra
 from omegaconf import DictConfig
 
 from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, run_cli, run_reporting_errors
-from pairlie.cli.preflight import CliSpec
+from pairlie.configuration import CliSpec
 from pairlie.errors import ConfigError
-from pairlie.files import write_atomic
-from pairlie.folders import GAMMA_FILE, check_output, collect_inputs, enhance_files
-from pairlie.images import check_jpeg_quality, check_max_pixels
-from pairlie.inference import Enhancer
-from pairlie.runs import resolve_checkpoint
+from pairlie.infer.enhancer import Enhancer
+from pairlie.infer.folders import GAMMA_FILE, check_output, collect_inputs, enhance_files, write_gamma_file
+from pairlie.io.images import check_jpeg_quality, check_max_pixels
+from pairlie.train.runs import resolve_checkpoint
 
 
 def enhance(cfg: DictConfig) -> int:
@@ -80,16 +77,6 @@ def enhance(cfg: DictConfig) -> int:
     for path, reason in failures:
         print(f"failed: {path}: {reason}", file=sys.stderr)
     return len(failures)
-
-
-def write_gamma_file(path: Path, chosen: list[tuple[Path, float, float]]) -> None:
-    """``gamma.csv``: each enhanced file (relative to the output folder), its γ and its mean brightness."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["file", "gamma", "brightness"])
-    for rel, gamma, mean in chosen:
-        writer.writerow([rel.as_posix(), f"{gamma:.3f}", f"{mean:.4f}"])
-    write_atomic(path, buffer.getvalue())
 
 
 SPEC = CliSpec(

@@ -6,9 +6,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pairlie.cli.common import CONFIG_PATH, run_cli, run_reporting_errors
-from pairlie.cli.preflight import CliSpec
-from pairlie.export import MAX_GREY_LEVELS, Report, export
-from pairlie.runs import resolve_checkpoint
+from pairlie.configuration import CliSpec
+from pairlie.deploy.export import MAX_GREY_LEVELS, Report, export
+from pairlie.train.runs import resolve_checkpoint
 
 
 def export_checkpoint(cfg: DictConfig) -> Report:

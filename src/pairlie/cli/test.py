@@ -9,13 +9,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pairlie.cli.common import CONFIG_PATH, apply_speed_settings, run_cli, run_reporting_errors
-from pairlie.cli.preflight import CliSpec
-from pairlie.evaluation import evaluate, gammas_to_score, make_lpips, write_results
-from pairlie.files import removed_on_write_error
-from pairlie.images import check_jpeg_quality, check_max_pixels
-from pairlie.inference import Enhancer
-from pairlie.report import THUMB_DIR, print_summary, write_report
-from pairlie.runs import check_classes, check_no_earlier_test, resolve_checkpoint
+from pairlie.configuration import CliSpec
+from pairlie.evaluate.report import THUMB_DIR, print_summary, write_report
+from pairlie.evaluate.scoring import evaluate, gammas_to_score, make_lpips, write_results
+from pairlie.infer.enhancer import Enhancer
+from pairlie.io.files import removed_on_write_error
+from pairlie.io.images import check_jpeg_quality, check_max_pixels
+from pairlie.train.runs import check_classes, check_no_earlier_test, resolve_checkpoint
 
 
 def check_data(cfg: DictConfig) -> None:

@@ -1,4 +1,7 @@
-"""Scene discovery, exposure-pair and paired test datasets, the datamodule and the demo set."""
+"""Data: scene discovery, exposure-pair and paired test datasets, the datamodule and the demo set.
+
+May import :mod:`pairlie.io` and :mod:`pairlie.specs` (a training set of one's own by ``_target_``).
+"""
 
 from pairlie.data.datamodule import PairLIEDataModule
 from pairlie.data.datasets import ExposurePairDataset, PairedImageDataset

@@ -14,7 +14,7 @@ from pairlie.data.demo import build_demo
 from pairlie.data.sampling import SeededSampler, run_seed
 from pairlie.data.scenes import discover_pairs, discover_scenes, discover_test_images
 from pairlie.errors import ConfigError, DataError
-from pairlie.images import DEFAULT_MAX_PIXELS
+from pairlie.io.images import DEFAULT_MAX_PIXELS
 from pairlie.specs import locate, plain_spec
 
 DEFAULT_TRAIN_SET = "pairlie.data.ExposurePairDataset"

@@ -10,10 +10,22 @@ from torch.utils.data import Dataset
 from pairlie.data.sampling import Draw
 from pairlie.data.scenes import Scene
 from pairlie.errors import ConfigError, DataError
-from pairlie.images import DEFAULT_MAX_PIXELS, read_rgb, to_tensor, to_uint8
-from pairlie.metrics import check_ssim_size
+from pairlie.io.images import DEFAULT_MAX_PIXELS, read_rgb, to_tensor, to_uint8
 
 # the paper's nets pad each 3x3 convolution by reflection, which needs two pixels
+# the paper protocol's SSIM window (pairlie.evaluate.metrics scores with it): pairs smaller cannot be scored
+SSIM_WINDOW = 11
+
+
+def check_ssim_size(low: Path, high: Path, size: tuple[int, int]) -> None:
+    """Raise a one-line :class:`DataError` when the reference ``high`` (``size``: width, height) is smaller than SSIM's window."""
+    if min(size) < SSIM_WINDOW:
+        raise DataError(
+            f"{low} / {high}: the pair is {size[0]}x{size[1]}, smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window; "
+            f"the paper's SSIM needs pairs of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels: remove the pair or use larger images"
+        )
+
+
 MIN_PATCH_SIZE = 2
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from pairlie.errors import DataError
-from pairlie.files import current_umask
+from pairlie.io.files import current_umask
 
 TRAIN_PHOTOS = ("astronaut.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png")
 VAL_PHOTOS = ("chelsea.png", "coffee.png")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pairlie.data.bundle import bundle_hint, in_bundle
 from pairlie.errors import ConfigError, DataError
-from pairlie.images import image_size, list_images
+from pairlie.io.images import image_size, list_images
 
 PAIRINGS = ("auto", "name", "sice")
 # (low, high) sub-folder names of a paired set: pairlie's, then the authors' LOL-test and SICE-test as unpacked

@@ -13,17 +13,14 @@ scikit-image's ``structural_similarity(gaussian_weights=True, use_sample_covaria
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from PIL import Image
 from scipy.ndimage import correlate1d
 
-from pairlie.errors import DataError
-from pairlie.images import quantize
+from pairlie.data.datasets import SSIM_WINDOW, check_ssim_size  # noqa: F401  (check_ssim_size: also read from here)
+from pairlie.io.images import quantize
 
-SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 _BORDER = SSIM_WINDOW // 2
 
@@ -72,15 +69,6 @@ def ssim(pred: np.ndarray, ref: np.ndarray) -> float:
     c1, c2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return float(ssim_map.mean(axis=(1, 2)).mean())
-
-
-def check_ssim_size(low: Path, high: Path, size: tuple[int, int]) -> None:
-    """Raise a one-line :class:`DataError` when the reference ``high`` (``size``: width, height) is smaller than SSIM's window."""
-    if min(size) < SSIM_WINDOW:
-        raise DataError(
-            f"{low} / {high}: the pair is {size[0]}x{size[1]}, smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window; "
-            f"the paper's SSIM needs pairs of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels: remove the pair or use larger images"
-        )
 
 
 def to_reference_grid(image: torch.Tensor, ref: np.ndarray) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import os
 from pathlib import Path
 
@@ -10,8 +12,9 @@ from PIL import Image
 from rich.progress import track
 
 from pairlie.errors import ConfigError, DataError
-from pairlie.files import WriteError, check_writable_folder
-from pairlie.images import (  # noqa: F401  (Inputs, collect_inputs, READABLE: also read from here)
+from pairlie.infer.enhancer import Enhancer, gamma_for_brightness
+from pairlie.io.files import WriteError, check_writable_folder, write_atomic
+from pairlie.io.images import (  # noqa: F401  (Inputs, collect_inputs, READABLE: also read from here)
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     READABLE,
@@ -26,8 +29,7 @@ from pairlie.images import (  # noqa: F401  (Inputs, collect_inputs, READABLE: a
     save_image,
     to_tensor,
 )
-from pairlie.inference import Enhancer, gamma_for_brightness
-from pairlie.nets import enhance
+from pairlie.model.nets import enhance
 
 GAMMA_FILE = "gamma.csv"  # written beside the outputs by model.gamma=auto
 
@@ -104,10 +106,10 @@ def enhance_files(
     over ``max_pixels`` pixels; None: no cap), and
     ``(file, note)`` for each one enhanced with a caveat (first frame of an animation, GIF as PNG).
     A file that cannot be written for want of space or permission stops the batch with a one-line
-    :class:`~pairlie.files.WriteError` (every later file would fail the same way); the images
+    :class:`~pairlie.io.files.WriteError` (every later file would fail the same way); the images
     written before it are kept.
     With ``brightness``, each image gets the γ that brings its mean to that value
-    (:func:`pairlie.inference.gamma_for_brightness`), appended to ``chosen`` as
+    (:func:`pairlie.infer.enhancer.gamma_for_brightness`), appended to ``chosen`` as
     ``(output path relative to output, γ, mean of the written image)``.
     """
     check_jpeg_quality(jpeg_quality)
@@ -144,3 +146,13 @@ def enhance_files(
             written = done - len(failures)
             raise DataError(f"output={output}: {exc} ({written} image(s) written before it are kept)") from None
     return failures, notes
+
+
+def write_gamma_file(path: Path, chosen: list[tuple[Path, float, float]]) -> None:
+    """``gamma.csv``: each enhanced file (relative to the output folder), its γ and its mean brightness."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["file", "gamma", "brightness"])
+    for rel, gamma, mean in chosen:
+        writer.writerow([rel.as_posix(), f"{gamma:.3f}", f"{mean:.4f}"])
+    write_atomic(path, buffer.getvalue())

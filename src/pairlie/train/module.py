@@ -16,17 +16,17 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from pairlie import winograd
-from pairlie.checkpoints import MAX_GAMMA, read_module
-from pairlie.collapse import is_flat
 from pairlie.errors import ConfigError, DataError, TrainingDiverged, first_line
-from pairlie.hparams import differing
-from pairlie.inference import Enhancer
-from pairlie.losses import Step, build_terms, probe_terms, weighted_terms
-from pairlie.metrics import paper_scores
-from pairlie.precision import PRECISIONS
-from pairlie.receptive import alignment, min_size
+from pairlie.evaluate.collapse import is_flat
+from pairlie.evaluate.metrics import paper_scores
+from pairlie.infer import winograd
+from pairlie.infer.enhancer import Enhancer
+from pairlie.infer.precision import PRECISIONS
+from pairlie.infer.receptive import alignment, min_size
+from pairlie.model.checkpoints import MAX_GAMMA, read_module
+from pairlie.model.losses import Step, build_terms, probe_terms, weighted_terms
 from pairlie.specs import DEFAULT_NET, build_module, build_part, describe, plain_spec
+from pairlie.train.hparams import differing
 
 HP_PSNR, HP_SSIM = "hp/val_psnr", "hp/val_ssim"
 # the published optimiser and schedule (Adam 1e-4, lr halved every 100 epochs); configs/model/pairlie.yaml states the same
@@ -168,7 +168,7 @@ class PairLIEModule(L.LightningModule):
     ) -> None:
         """``net``: a spec (``{"_target_": ..., ...}``, the paper's nets at ``width`` by default) or a module.
 
-        ``loss``: the weighted terms (:func:`pairlie.losses.build_terms`). ``optimizer``/``scheduler``:
+        ``loss``: the weighted terms (:func:`pairlie.model.losses.build_terms`). ``optimizer``/``scheduler``:
         ``_partial_`` specs called with the parameters / the optimiser (Adam 1e-4 and StepLR halving
         every 100 epochs by default); keys without a ``_target_`` adjust the default's.
         """
@@ -236,7 +236,7 @@ class PairLIEModule(L.LightningModule):
             logger=False,  # logged with the validation metrics in on_fit_start, for TensorBoard's HParams tab
         )
         self.val_means = torch.nn.ModuleDict({k: MeanMetric() for k in ("psnr", "ssim", "input_psnr", "input_ssim")})
-        self.val_means["flat"] = MeanMetric()  # pairlie.collapse: the fraction of flat outputs, val/flat
+        self.val_means["flat"] = MeanMetric()  # pairlie.evaluate.collapse: the fraction of flat outputs, val/flat
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         # FLOPs per pixel of a training step and of a validation forward: fixed by the nets (0 where unknown)
@@ -248,7 +248,7 @@ class PairLIEModule(L.LightningModule):
         self._input_scores: dict[str, tuple[float, float]] = {}
         self._train_peak_bytes = 0  # CUDA memory peak of this epoch's training steps before a validation
         self._enhancer: Enhancer | None = None  # validation's copy of the net, made per validation run
-        self.run_params: dict[str, Any] = {}  # pairlie-train's keys for HParams (pairlie.hparams.run_params)
+        self.run_params: dict[str, Any] = {}  # pairlie-train's keys for HParams (pairlie.train.hparams.run_params)
 
     def check_before_fit(self, max_epochs: int | None, max_steps: int | None) -> None:
         """What can only fail once training starts, checked now: every loss term on a probe step, the schedule's length.
@@ -302,7 +302,7 @@ class PairLIEModule(L.LightningModule):
         logger = self.logger
         if not isinstance(logger, TensorBoardLogger):
             return
-        # pairlie-train's keys that tell this run apart (pairlie.hparams), else the module's own that differ
+        # pairlie-train's keys that tell this run apart (pairlie.train.hparams), else the module's own that differ
         params = self.run_params or differing({"model": dict(self.hparams)}, {"model": default_hparams()})
         logger.log_hyperparams(params, metrics={HP_PSNR: float("nan"), HP_SSIM: float("nan")})
 
@@ -487,7 +487,7 @@ class PairLIEModule(L.LightningModule):
             input_psnr, input_ssim = self._input_scores[name]
             for key, value in (("psnr", psnr), ("ssim", ssim), ("input_psnr", input_psnr), ("input_ssim", input_ssim)):
                 self.val_means[key].update(value)
-            self.val_means["flat"].update(float(is_flat(enhanced[i])))  # a collapsed model (pairlie.collapse)
+            self.val_means["flat"].update(float(is_flat(enhanced[i])))  # a collapsed model (pairlie.evaluate.collapse)
         # MeanMetric keeps (sum, count) and syncs them across ranks: the mean of all images, even when
         # ranks hold different numbers of them.
         for key, metric in self.val_means.items():

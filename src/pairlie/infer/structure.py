@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from pairlie import winograd
-from pairlie.nets import ConvNet, PairLIENet
+from pairlie.infer import winograd
+from pairlie.model.nets import ConvNet, PairLIENet
 
 # the activations the fast paths compute (anything else is never guessed at)
 STREAM_ACTIVATIONS = (torch.nn.ReLU, torch.nn.Sigmoid)

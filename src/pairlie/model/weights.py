@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from pairlie.errors import DataError
-from pairlie.files import atomic_open
+from pairlie.io.files import atomic_open
 
 OFFICIAL = "official"  # the ckpt_path value that names the authors' weights
 FILE_NAME = "PairLIE.pth"

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pairlie.errors import ConfigError, first_line
-from pairlie.nets import enhance
+from pairlie.model.nets import enhance
 
 log = logging.getLogger("pairlie")
 

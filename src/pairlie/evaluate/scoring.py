@@ -1,7 +1,7 @@
 """Score an enhancer on a test set under the paper's protocol and write the results of a test run.
 
 Paired sets (low/ + high/) get PSNR/SSIM against the reference; every set gets the no-reference
-scores of :mod:`pairlie.noref` (NIQE of input and enhanced, LOE). Several γ are scored from one
+scores of :mod:`pairlie.evaluate.noref` (NIQE of input and enhanced, LOE). Several γ are scored from one
 decomposition per image: ``L**γ · R`` is all that changes with γ.
 """
 
@@ -18,11 +18,14 @@ from pathlib import Path
 import numpy as np
 from rich.progress import track
 
-from pairlie import noref
-from pairlie.collapse import flat_warning, is_flat
 from pairlie.errors import ConfigError
-from pairlie.files import write_atomic
-from pairlie.images import (
+from pairlie.evaluate import noref
+from pairlie.evaluate.collapse import flat_warning, is_flat
+from pairlie.evaluate.metrics import PROTOCOL, check_ssim_size, paper_scores, psnr, ssim, to_reference_grid
+from pairlie.evaluate.thumbnails import save_thumbnails
+from pairlie.infer.enhancer import Enhancer
+from pairlie.io.files import write_atomic
+from pairlie.io.images import (
     DEFAULT_MAX_PIXELS,
     check_jpeg_quality,
     image_size,
@@ -32,9 +35,7 @@ from pairlie.images import (
     to_tensor,
     to_uint8,
 )
-from pairlie.inference import Enhancer
-from pairlie.metrics import PROTOCOL, check_ssim_size, paper_scores, psnr, ssim, to_reference_grid
-from pairlie.nets import enhance
+from pairlie.model.nets import enhance
 
 # measure -> whether a higher value is better; the γ table names the best γ of each
 MEASURES = {"psnr": True, "ssim": True, "lpips": False, "niqe": False, "loe": False}
@@ -59,7 +60,7 @@ class ImageScore:
     # why a NIQE is missing, e.g. "48x40 holds 0 whole 96x96 block(s); NIQE needs at least two"
     niqe_na: str | None = None
     input_niqe_na: str | None = None
-    flat: bool | None = None  # no texture left in the enhanced image (pairlie.collapse)
+    flat: bool | None = None  # no texture left in the enhanced image (pairlie.evaluate.collapse)
 
 
 @dataclass
@@ -134,7 +135,6 @@ def evaluate(
     An image over ``max_pixels`` pixels (None: no cap), or a reference smaller than SSIM's window,
     raises a one-line :class:`~pairlie.errors.DataError` before anything is scored or written.
     """
-    from pairlie.report import save_thumbnails  # the report imports this module's results
 
     gammas = [enhancer.gamma] if gammas is None else [float(g) for g in gammas]
     if score_saved and len(gammas) > 1:

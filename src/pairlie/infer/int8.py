@@ -24,9 +24,9 @@ from torch import Tensor
 from torch.ao.quantization import HistogramObserver, PerChannelMinMaxObserver
 
 from pairlie.errors import ConfigError, DataError
-from pairlie.images import collect_inputs, load_image, to_tensor
-from pairlie.nets import ConvNet, PairLIENet
-from pairlie.structure import streamable
+from pairlie.infer.structure import streamable
+from pairlie.io.images import collect_inputs, load_image, to_tensor
+from pairlie.model.nets import ConvNet, PairLIENet
 
 # the parts computed in int8 (attribute names of PairLIENet); R stays bf16
 INT8_PARTS = ("denoiser", "illumination")

@@ -48,7 +48,7 @@ class ConvNet(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         # what rebuilds this net from a checkpoint (pairlie.specs), also when it was made in Python
         self.pairlie_spec = {
-            "_target_": "pairlie.nets.ConvNet",
+            "_target_": "pairlie.model.nets.ConvNet",
             **dict(in_channels=in_channels, out_channels=out_channels, width=width, depth=depth),
             **dict(output=output, padding=padding),
         }
@@ -122,7 +122,7 @@ class PairLIENet(nn.Module):
         self.illumination = built("illumination", illumination, 1, illumination_output)
         self.reflectance = built("reflectance", reflectance, channels, reflectance_output)
         self.pairlie_spec = {
-            "_target_": "pairlie.nets.PairLIENet",
+            "_target_": "pairlie.model.nets.PairLIENet",
             **dict(width=width, channels=channels, depth=depth, padding=padding),
             **dict(denoiser_output=denoiser_output, illumination_output=illumination_output),
             "reflectance_output": reflectance_output,

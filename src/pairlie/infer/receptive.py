@@ -2,7 +2,7 @@
 
 Tiling is exact when every tile carries this many pixels of context. A net says its radius with an
 integer attribute ``receptive_radius``; otherwise it is derived where the structure is known
-(:class:`~pairlie.nets.PairLIENet` of sequential parts built from the layers below) and is None
+(:class:`~pairlie.model.nets.PairLIENet` of sequential parts built from the layers below) and is None
 where it is not: an unknown layer is never guessed at.
 """
 
@@ -12,7 +12,7 @@ import math
 
 from torch import nn
 
-from pairlie.nets import ConvNet, PairLIENet
+from pairlie.model.nets import ConvNet, PairLIENet
 
 # layers that keep the image size and compute each pixel from that pixel alone (in eval mode)
 POINTWISE = (

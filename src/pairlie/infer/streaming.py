@@ -2,7 +2,7 @@
 
 Both compute what ``PairLIENet.forward`` computes (reflection padding at the image borders), up to
 float rounding, and are tested against it. They apply only where :func:`streamable` proves the
-net has the paper's structure; any other net runs whole or in tiles (:mod:`pairlie.inference`).
+net has the paper's structure; any other net runs whole or in tiles (:mod:`pairlie.infer.enhancer`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pairlie import precision as precisions
-from pairlie import winograd
-from pairlie.nets import PairLIENet
-from pairlie.structure import STREAM_ACTIVATIONS, _layers, streamable  # noqa: F401  (streamable: also read from here)
+from pairlie.infer import precision as precisions
+from pairlie.infer import winograd
+from pairlie.infer.structure import STREAM_ACTIVATIONS, _layers, streamable  # noqa: F401  (streamable: also read from here)
+from pairlie.model.nets import PairLIENet
 
 if TYPE_CHECKING:
-    from pairlie.int8 import Int8Net
+    from pairlie.infer.int8 import Int8Net
 
 # the activations the streamed layers apply after a convolution
 
@@ -72,9 +72,9 @@ def conv_reflect(
     borders differ from reflection padding, and they are recomputed from three-pixel strips. On a
     side inside the image the zero ring only reaches context that the caller discards (one pixel
     per layer). ``rows_padded``: ``x`` already holds the rows above and below (streaming).
-    ``fast``: the convolution by Winograd's algorithm (:mod:`pairlie.winograd`) where it pays
+    ``fast``: the convolution by Winograd's algorithm (:mod:`pairlie.infer.winograd`) where it pays
     (:func:`winograd_pays`), the rings direct. ``relu``: the ReLU fused into the convolution
-    (:func:`pairlie.precision.conv2d_relu`; only where :func:`pairlie.precision.fuses_relu`).
+    (:func:`pairlie.infer.precision.conv2d_relu`; only where :func:`pairlie.infer.precision.fuses_relu`).
     """
     if isinstance(conv, torch.nn.Conv2d):
         weight, bias = conv.weight, conv.bias
@@ -84,7 +84,7 @@ def conv_reflect(
             apply = functools.partial(precisions.conv2d_relu, weight=weight, bias=bias)
         else:
             apply = functools.partial(_conv, weight=weight, bias=bias)
-    else:  # an int8 layer (pairlie.int8.Int8Conv): its ReLU and output scale inside
+    else:  # an int8 layer (pairlie.infer.int8.Int8Conv): its ReLU and output scale inside
         apply = conv
     padding = (0 if rows_padded else 1, 1)
     if fast and winograd_pays(conv):
@@ -156,11 +156,11 @@ def forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``net(x)`` (illumination, reflectance, denoised) with :func:`conv_reflect` for every layer.
 
-    bf16 nets run their ReLUs fused into the convolutions (:func:`pairlie.precision.fuses_relu`).
+    bf16 nets run their ReLUs fused into the convolutions (:func:`pairlie.infer.precision.fuses_relu`).
     ``trim``: after each layer, drop the output row on each side of ``x`` that is not an image
     border (the one its zero padding reached), so no layer computes rows that are discarded
     anyway; the denoised map then lacks N's depth of rows on those sides, L and R N's plus their own.
-    ``int8``: the parts it holds run its int8 layers (:mod:`pairlie.int8`); give ``x`` in fp32 then.
+    ``int8``: the parts it holds run its int8 layers (:mod:`pairlie.infer.int8`); give ``x`` in fp32 then.
     """
     top, bottom = borders[:2]
 
@@ -197,7 +197,7 @@ def banded(
     row stream's copies of each layer's input (:func:`stream`) cost a sixth of the time (measured
     on AMX). Bands hold ``BF16_BAND_PIXELS`` pixels and at least ``BF16_BAND_ROWS`` rows; images
     wider than ``STREAM_WIDTH`` are cut into column pieces with ``margin`` pixels of context.
-    ``int8``: N and L in int8 (:mod:`pairlie.int8`), R in ``dtype``.
+    ``int8``: N and L in int8 (:mod:`pairlie.infer.int8`), R in ``dtype``.
     """
     n, _, height, width = image.shape
     parts = (net.illumination, net.reflectance, net.denoiser)

@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pairlie.checkpoints import read_checkpoint
-from pairlie.collapse import flat_note
 from pairlie.errors import ConfigError, DataError
+from pairlie.evaluate.collapse import flat_note
+from pairlie.model.checkpoints import read_checkpoint
+from pairlie.model.weights import is_official, official_weights
 from pairlie.specs import locate
-from pairlie.weights import is_official, official_weights
 
 log = logging.getLogger("pairlie")
 

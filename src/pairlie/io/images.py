@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageOps
 
 from pairlie.errors import ConfigError, DataError
-from pairlie.files import atomic_open
+from pairlie.io.files import atomic_open
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 READABLE = "png/jpg/jpeg/bmp/tif/tiff/webp/gif"

@@ -3,7 +3,7 @@
 A CPU with AVX512_BF16 or AMX computes bf16 dot products at two to several times its fp32 rate;
 elsewhere PyTorch emulates bf16, about 50x slower than fp32. ``precision=auto`` therefore takes bf16
 only where the CPU has it natively, and never int8 (opt-in: it changes the images more, and needs
-calibration images; :mod:`pairlie.int8`).
+calibration images; :mod:`pairlie.infer.int8`).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def resolve(
                 f"{key}=int8 needs int8 dot-product instructions ({', '.join(INT8_FLAGS)} in /proc/cpuinfo), "
                 f"which this CPU lacks; use {key}=fp32"
             )
-        from pairlie.int8 import unavailable
+        from pairlie.infer.int8 import unavailable
 
         if reason := unavailable():
             raise ConfigError(f"{key}=int8: {reason}; use {key}=bf16 or fp32")

@@ -13,22 +13,22 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from pairlie import int8, streaming, winograd
-from pairlie import precision as precisions
-from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError
-from pairlie.images import quantize, to_tensor
-from pairlie.nets import enhance
-from pairlie.receptive import alignment, declares, min_size, receptive_radius, unknown_layer
-from pairlie.streaming import split, streamable
-from pairlie.weights import is_official, official_weights
+from pairlie.infer import int8, streaming, winograd
+from pairlie.infer import precision as precisions
+from pairlie.infer.receptive import alignment, declares, min_size, receptive_radius, unknown_layer
+from pairlie.infer.streaming import split, streamable
+from pairlie.io.images import quantize, to_tensor
+from pairlie.model.checkpoints import load_net
+from pairlie.model.nets import enhance
+from pairlie.model.weights import is_official, official_weights
 
 log = logging.getLogger("pairlie")
 
 # The paper's nets: N then L (or R), ten 3x3 convolutions, so an output pixel sees 10 pixels each way.
-# Other nets declare or derive their own (pairlie.receptive).
+# Other nets declare or derive their own (pairlie.infer.receptive).
 RECEPTIVE_RADIUS = 10
-# tile="auto": a CPU streams rows through the paper's nets in cache-sized bands (pairlie.streaming.stream)
+# tile="auto": a CPU streams rows through the paper's nets in cache-sized bands (pairlie.infer.streaming.stream)
 # and runs other nets in tiles of CPU_TILE where their receptive radius is known; a GPU (CUDA or
 # Apple's MPS) runs tiles of this size.
 AUTO_TILE = {"cpu": None, "cuda": 1024, "mps": 1024}
@@ -158,7 +158,7 @@ def dependence_radius(net: torch.nn.Module, channels: int, radius: int, align: i
 def tile_forward(run, batch: Tensor, tile: int, overlap: int, align: int = 1) -> tuple[Tensor, ...]:
     """The net's outputs over ``batch`` computed tile by tile: ``run(patch, borders)`` on each tile with its context.
 
-    Tiles start and end on multiples of ``align`` (:func:`pairlie.streaming.split`); each carries
+    Tiles start and end on multiples of ``align`` (:func:`pairlie.infer.streaming.split`); each carries
     ``overlap`` pixels of context, which is computed and discarded.
     """
     n, _, height, width = batch.shape
@@ -184,21 +184,21 @@ class Enhancer:
     3×H×W or N×3×H×W and returns N×C×H×W float32 CPU tensors in [0, 1]: illumination (C=1),
     reflectance, denoised and enhanced (C=3). The net passed in is copied, never changed.
 
-    ``net``: the paper's :class:`~pairlie.nets.PairLIENet` or any module whose ``forward(im)`` returns
+    ``net``: the paper's :class:`~pairlie.model.nets.PairLIENet` or any module whose ``forward(im)`` returns
     ``(illumination, reflectance, denoised)``. The fast paths (streamed rows, Winograd) run only
-    where :func:`pairlie.streaming.streamable` proves the net has the paper's structure; any other
-    net runs whole or in tiles with its own receptive radius (:func:`pairlie.receptive.receptive_radius`).
+    where :func:`pairlie.infer.streaming.streamable` proves the net has the paper's structure; any other
+    net runs whole or in tiles with its own receptive radius (:func:`pairlie.infer.receptive.receptive_radius`).
 
     ``tile``: ``"auto"``, an int, or ``None`` for whole images. ``"auto"`` on a CPU streams the rows
-    through the paper's nets in cache-sized bands, computing each pixel once (:func:`pairlie.streaming.stream`;
-    bf16: :func:`pairlie.streaming.banded`),
+    through the paper's nets in cache-sized bands, computing each pixel once (:func:`pairlie.infer.streaming.stream`;
+    bf16: :func:`pairlie.infer.streaming.banded`),
     and runs other nets in tiles of 512 where their radius is known, else whole; on a GPU it means
     tiles of 1024. An int splits the image into equal tiles of at most that size, each seeing
     ``overlap`` pixels of context (default and minimum: the net's receptive radius). Every mode
     equals whole-image inference up to float rounding, with memory bounded by the band or tile.
 
     ``conv``: ``"auto"`` computes the 3x3 convolutions by Winograd's algorithm on a CPU where
-    NNPACK runs (:mod:`pairlie.winograd`), else directly; ``"winograd"`` insists (ConfigError where
+    NNPACK runs (:mod:`pairlie.infer.winograd`), else directly; ``"winograd"`` insists (ConfigError where
     it cannot run); ``"direct"`` is the exact path. Both agree to float rounding; a Winograd call
     that fails at run time falls back to the direct path with a warning. :attr:`conv` says which runs.
 
@@ -207,10 +207,10 @@ class Enhancer:
     ``"bf16"`` insists (CPU or CUDA); ``"fp16"`` on CUDA (``half=True`` is its older name). In bf16
     the nets' sigmoid outputs and ``L**gamma`` stay fp32, the ReLUs run inside the convolutions,
     zero padding works as in fp32, ``tile="auto"`` computes bands of rows with recomputed context
-    instead of streaming rows (:func:`pairlie.streaming.banded`), and Winograd does not apply.
-    :attr:`precision` says which runs (:mod:`pairlie.precision`). ``"int8"`` (CPU, the paper's nets,
+    instead of streaming rows (:func:`pairlie.infer.streaming.banded`), and Winograd does not apply.
+    :attr:`precision` says which runs (:mod:`pairlie.infer.precision`). ``"int8"`` (CPU, the paper's nets,
     ``tile="auto"``) runs N's and L's ReLU layers in int8 and the rest as bf16 (fp32 on a CPU
-    without native bf16) (:mod:`pairlie.int8`),
+    without native bf16) (:mod:`pairlie.infer.int8`),
     calibrated on ``calibration``: image paths, a folder, PIL images, uint8 arrays or float tensors
     like the ones to enhance (12 are used).
     """
@@ -374,7 +374,7 @@ class Enhancer:
     def from_pretrained(cls, gamma: float | None = None, **kwargs) -> Enhancer:
         """An Enhancer with the authors' published weights, downloaded once into the cache and checked by SHA-256.
 
-        The cache is ``$PAIRLIE_WEIGHTS_DIR``, else ``~/.cache/pairlie/weights`` (see :mod:`pairlie.weights`);
+        The cache is ``$PAIRLIE_WEIGHTS_DIR``, else ``~/.cache/pairlie/weights`` (see :mod:`pairlie.model.weights`);
         ``gamma`` and the other arguments are :meth:`from_checkpoint`'s.
         """
         return cls.from_checkpoint(official_weights(), gamma=gamma, **kwargs)

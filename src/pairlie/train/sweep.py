@@ -9,8 +9,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pairlie.collapse import FLAT_METRIC
-from pairlie.files import write_atomic
+from pairlie.evaluate.collapse import FLAT_METRIC
+from pairlie.io.files import write_atomic
 
 RESULT_FILE = "val_metrics.json"
 
@@ -60,11 +60,11 @@ class SweepSummary(Callback):
 
 
 def main() -> None:
-    """``python -m pairlie.sweep SWEEP_DIR``: print the ranking of a (finished or running) multirun."""
+    """``python -m pairlie.train.sweep SWEEP_DIR``: print the ranking of a (finished or running) multirun."""
     import sys
 
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m pairlie.sweep SWEEP_DIR")
+        sys.exit("usage: python -m pairlie.train.sweep SWEEP_DIR")
     print(format_table(collect(sys.argv[1])))
 
 

@@ -208,7 +208,7 @@ def read_module(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(hyper-parameters, state_dict)`` of a pairlie Lightning checkpoint, every name in it allowed or trusted.
 
-    For :meth:`pairlie.module.PairLIEModule.load_from_checkpoint`: the optimiser and scheduler may
+    For :meth:`pairlie.train.module.PairLIEModule.load_from_checkpoint`: the optimiser and scheduler may
     name ``torch.optim`` classes, loss terms pairlie's own, and the net what :func:`load_net` allows,
     beyond which only ``trust``'s modules; all checked before anything is imported.
     """

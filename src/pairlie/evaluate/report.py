@@ -14,19 +14,13 @@ import html
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
-from torch import Tensor
 
-from pairlie.evaluation import ImageScore, TestResult
-from pairlie.files import write_atomic
-from pairlie.images import quantize, save_image
+from pairlie.evaluate.scoring import ImageScore, TestResult
+from pairlie.evaluate.thumbnails import KINDS, THUMB_DIR, THUMB_SIZE, save_thumbnails, thumbnail_name  # noqa: F401
+from pairlie.io.files import write_atomic
 
-THUMB_SIZE = 320  # longest side, pixels
-THUMB_DIR = "report"
-KINDS = ("input", "enhanced", "reference", "L", "R")
 # decimals printed on the terminal
 PRINTED_DECIMALS = {"psnr": 3, "ssim": 4, "niqe": 3, "loe": 1}
 # decimals shown for each measure in the page; the browser test checks the page against metrics.json with them
@@ -62,36 +56,6 @@ if (location.hash === "#check") {
   });
 }
 """
-
-
-def thumbnail_name(name: str, kind: str) -> str:
-    """The file name of an image's thumbnail of ``kind`` (input, enhanced, reference, L, R)."""
-    return f"{name}.{kind}.jpg"
-
-
-def save_thumbnails(
-    folder: Path,
-    name: str,
-    low: np.ndarray,
-    enhanced: np.ndarray,
-    reference: np.ndarray | None,
-    illumination: Tensor,
-    reflectance: Tensor,
-) -> None:
-    """Small JPEGs of one image's input, enhanced, reference (if any), L and R in ``folder``."""
-    images = {
-        "input": low,
-        "enhanced": enhanced,
-        "reference": reference,
-        "L": quantize(illumination.expand(3, -1, -1)),
-        "R": quantize(reflectance),
-    }
-    for kind, array in images.items():
-        if array is None:
-            continue
-        image = Image.fromarray(array)
-        image.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BICUBIC)
-        save_image(image, folder / thumbnail_name(name, kind), jpeg_quality=85)
 
 
 def fmt(value: float | None, key: str) -> str:

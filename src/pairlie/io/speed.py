@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from typing import Any
 
 log = logging.getLogger("pairlie")
 
@@ -39,3 +40,9 @@ def keep_freed_memory() -> bool:
     if applied:
         log.debug("malloc: keeping freed memory for reuse (mmap off, trim threshold %d MB)", KEEP_FREED_BYTES >> 20)
     return applied
+
+
+def apply_speed_settings(cfg: Any) -> None:
+    """Process-wide settings a CLI's config asks for (``keep_freed_memory``; see :mod:`pairlie.io.speed`)."""
+    if cfg.get("keep_freed_memory"):
+        keep_freed_memory()

@@ -1,4 +1,7 @@
-"""The command line checked before Hydra runs: a help page per CLI, and one line for each mistake.
+"""The configs as pairlie knows them: composing a command line, its keys and comments, group options, help pages.
+
+Read by the CLIs (checked before Hydra runs: a help page per CLI, one line for each mistake) and by
+scripts/config_reference.py, which generates docs/configuration.md from the same knowledge.
 
 Hydra reports a misspelled key, a missing plugin or a mandatory key left out with a stack trace or
 a page of config paths, and it creates a run folder first. Here the overrides are composed once,

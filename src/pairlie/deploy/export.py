@@ -16,11 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from pairlie import __version__
-from pairlie.checkpoints import load_net
 from pairlie.errors import ConfigError, DataError, VerificationError, first_line
-from pairlie.files import WriteError, atomic_open, check_writable_folder
-from pairlie.images import read_rgb, to_tensor, to_uint8
-from pairlie.inference import DEFAULT_GAMMA, Enhancer, input_channels, smallest_side
+from pairlie.infer.enhancer import DEFAULT_GAMMA, Enhancer, input_channels, smallest_side
+from pairlie.io.files import WriteError, atomic_open, check_writable_folder
+from pairlie.io.images import read_rgb, to_tensor, to_uint8
+from pairlie.model.checkpoints import load_net
 from pairlie.specs import describe
 
 EXPORT_EXTRA = 'pip install "pairlie[export]"'

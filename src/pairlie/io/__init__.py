@@ -1,0 +1,4 @@
+"""Files and images on disk: atomic writes, reading and saving photos, process memory settings.
+
+The ground floor above :mod:`pairlie.errors`: imports nothing else of pairlie.
+"""
