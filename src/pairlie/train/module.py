@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from pairlie.errors import ConfigError, DataError, TrainingDiverged, first_line
+from pairlie.errors import ConfigError, DataError
 from pairlie.evaluate.collapse import is_flat
 from pairlie.evaluate.metrics import paper_scores
 from pairlie.infer import winograd
@@ -25,111 +23,24 @@ from pairlie.infer.precision import PRECISIONS
 from pairlie.infer.receptive import alignment, min_size
 from pairlie.model.checkpoints import MAX_GAMMA, read_module
 from pairlie.model.losses import Step, build_terms, probe_terms, weighted_terms
-from pairlie.specs import DEFAULT_NET, build_module, build_part, describe, plain_spec
+from pairlie.specs import DEFAULT_NET, build_module, describe, plain_spec
+from pairlie.train.accounting import Accounting
 from pairlie.train.hparams import differing
+from pairlie.train.nonfinite import SkipsNonFiniteSteps, nonfinite  # noqa: F401  (nonfinite: also read from here)
+from pairlie.train.optim import (  # noqa: F401  (the defaults: also read from here)
+    COMPILE_MODES,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_SCHEDULER,
+    INTERVALS,
+    _instantiate,
+    _part,
+    check_run_length,
+    open_lengths,
+    run_length,
+    scheduler_interval,
+)
 
 HP_PSNR, HP_SSIM = "hp/val_psnr", "hp/val_ssim"
-# the published optimiser and schedule (Adam 1e-4, lr halved every 100 epochs); configs/model/pairlie.yaml states the same
-DEFAULT_OPTIMIZER = {
-    "_target_": "torch.optim.Adam",
-    "_partial_": True,
-    "lr": 1e-4,
-    "betas": [0.9, 0.999],
-    "weight_decay": 0.0,
-}
-DEFAULT_SCHEDULER = {
-    "_target_": "torch.optim.lr_scheduler.StepLR",
-    "_partial_": True,
-    "step_size": 100,
-    "gamma": 0.5,
-    "interval": "epoch",
-}
-# model.scheduler.interval: when Lightning steps the scheduler (after each optimiser step, or each epoch)
-INTERVALS = ("step", "epoch")
-# a scheduler's length arguments (CosineAnnealingLR, OneCycleLR, LinearLR/PolynomialLR/ConstantLR): null
-# follows the run's length in the scheduler's interval, filled when the optimiser is configured
-LENGTH_KEYS = ("T_max", "total_steps", "total_iters")
-# torch.compile modes for model.compile ("reduce-overhead" adds CUDA graphs on a GPU)
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def _part(given: Mapping | None, default: dict, key: str) -> dict:
-    """An optimiser or scheduler spec: ``given`` whole when it names a ``_target_``, else its keys over the default's."""
-    given = plain_spec(dict(given or {}))
-    if "_target_" in given:
-        return {"_partial_": True, **given}
-    if "factor" in given and "gamma" in default:  # the StepLR key's name before schedulers were specs (old checkpoints)
-        given["gamma"] = given.pop("factor")
-    unknown = set(given) - set(default)
-    if unknown:
-        raise ConfigError(
-            f"{key}: unknown key(s) {sorted(unknown)} for {default['_target_']}; accepted: "
-            f"{sorted(k for k in default if not k.startswith('_'))} (or give your own {key}._target_)"
-        )
-    return {**default, **given}
-
-
-def _instantiate(spec: dict, key: str, *args, trust: tuple[str, ...] | None = None):
-    """``spec`` (a ``_partial_`` optimiser or scheduler spec) called with ``args``; one-line ConfigError otherwise.
-
-    Built by :func:`pairlie.specs.build_part`, not Hydra: a spec's values stay values.
-    """
-    kind = key.rsplit(".", 1)[-1]
-    lr_scheduler = torch.optim.lr_scheduler
-    base = torch.optim.Optimizer if kind == "optimizer" else (lr_scheduler.LRScheduler, lr_scheduler.ReduceLROnPlateau)
-    try:
-        return build_part(spec, key, kind, base, *args, trust=trust)
-    except ConfigError:
-        raise
-    except Exception as exc:  # a wrong argument for the class
-        group = key.replace(".", "/")
-        raise ConfigError(
-            f"{key}: {spec['_target_']} could not be built ({first_line(exc)}); another class takes its own keys: "
-            f"choose it with {group}=NAME (a file {group}/NAME.yaml, ours or in your --config-dir)"
-        ) from None
-
-
-def scheduler_interval(spec: Mapping) -> str:
-    """``spec``'s ``interval`` (``epoch`` where it has none, as the published StepLR); one line when it is neither."""
-    interval = spec.get("interval", "epoch")
-    if interval not in INTERVALS:
-        raise ConfigError(
-            f"model.scheduler.interval={interval!r}: must be step or epoch (the learning rate moves after every "
-            "optimiser step, or after every epoch)"
-        )
-    return interval
-
-
-def open_lengths(spec: Mapping) -> list[str]:
-    """The length arguments ``spec`` sets to null, which follow the run's length (none where OneCycleLR has ``epochs``)."""
-    if spec.get("epochs") is not None:  # OneCycleLR counts epochs x steps_per_epoch itself
-        return []
-    return [key for key in LENGTH_KEYS if key in spec and spec[key] is None]
-
-
-def check_run_length(spec: Mapping | None, max_epochs: int | None, max_steps: int | None) -> None:
-    """A scheduler whose length follows the run needs a run with an end in its interval: one line otherwise.
-
-    ``max_epochs``/``max_steps`` as the trainer config gives them (None or -1: no limit; Lightning
-    trains 1000 epochs when neither is set).
-    """
-    if not spec or not open_lengths(spec):
-        return
-    interval = scheduler_interval(spec)
-    no_steps = max_steps is None or max_steps == -1
-    if max_epochs is None:
-        max_epochs = 1000 if no_steps else -1  # Lightning's own default
-    key = f"model.scheduler.{open_lengths(spec)[0]}=null"
-    if interval == "epoch" and max_epochs == -1:
-        raise ConfigError(
-            f"{key} follows the run's length in epochs (model.scheduler.interval=epoch), and trainer.max_epochs sets "
-            "no limit: set trainer.max_epochs, use model.scheduler.interval=step, or give the length"
-        )
-    if max_epochs == -1 and no_steps:
-        raise ConfigError(
-            f"{key} follows the run's length, and the run has none: set trainer.max_steps or trainer.max_epochs, "
-            "or give the length"
-        )
 
 
 @functools.cache
@@ -138,18 +49,7 @@ def default_hparams() -> dict[str, Any]:
     return dict(PairLIEModule().hparams)
 
 
-def nonfinite(tensors: list[Tensor]) -> Tensor:
-    """A boolean tensor on the tensors' device: True when any element is NaN or infinite.
-
-    One fused max-abs reduction per tensor list and no host synchronisation; unlike a 2-norm, a
-    max-abs cannot overflow on large finite values.
-    """
-    if not tensors:
-        return torch.zeros((), dtype=torch.bool)
-    return ~torch.isfinite(torch.stack(torch._foreach_norm(tensors, float("inf")))).all()
-
-
-class PairLIEModule(L.LightningModule):
+class PairLIEModule(SkipsNonFiniteSteps, Accounting, L.LightningModule):
     """Trains N, L and R on exposure pairs; validates the enhanced ``L**gamma * R`` against references."""
 
     def __init__(
@@ -306,27 +206,6 @@ class PairLIEModule(L.LightningModule):
         params = self.run_params or differing({"model": dict(self.hparams)}, {"model": default_hparams()})
         logger.log_hyperparams(params, metrics={HP_PSNR: float("nan"), HP_SSIM: float("nan")})
 
-    @property
-    def flops_per_batch(self) -> int:
-        """FLOPs of the latest batch: Lightning's ThroughputMonitor logs ``device/flops_per_sec`` (and MFU on known GPUs)."""
-        return self._batch_flops
-
-    def on_train_epoch_start(self) -> None:
-        self._train_peak_bytes = 0
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-
-    def on_validation_start(self) -> None:
-        # validation's full images would otherwise set the training peak: keep training's so far
-        if self.device.type == "cuda":
-            self._train_peak_bytes = max(self._train_peak_bytes, torch.cuda.max_memory_allocated(self.device))
-
-    def on_train_epoch_end(self) -> None:
-        if self.device.type == "cuda":
-            peak = max(self._train_peak_bytes, torch.cuda.max_memory_allocated(self.device))
-            # the largest rank's peak: the one that decides whether a batch size fits
-            self.log("perf/gpu_max_memory_gb", peak / 2**30, sync_dist=True, reduce_fx="max")
-
     def on_validation_end(self) -> None:
         metrics = self.trainer.callback_metrics
         if self.trainer.sanity_checking or "val/psnr" not in metrics or self.logger is None:
@@ -420,50 +299,6 @@ class PairLIEModule(L.LightningModule):
                 self._step_nets = nets
         return self._step_nets or None
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        """Skip a step with a non-finite loss or gradient; with a GradScaler, leave overflowing gradients to it."""
-        params = [p for p in self.parameters() if p.grad is not None]
-        device = params[0].device if params else self.device
-        loss_bad = torch.zeros((), dtype=torch.bool, device=device) if self._loss_finite is None else ~self._loss_finite
-        self._loss_finite = None
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            # ranks agree on whether a loss was non-finite anywhere (the gradients already agree after DDP's all-reduce)
-            loss_bad = loss_bad.to(torch.float32)
-            dist.all_reduce(loss_bad, op=dist.ReduceOp.MAX)
-            loss_bad = loss_bad > 0
-        flags = torch.stack([loss_bad, nonfinite([p.grad for p in params]).to(device)])
-        loss_bad, grads_bad = flags.tolist()  # the step's one host-device synchronisation
-        scaler = self._grad_scaler()
-        if scaler is not None and grads_bad and not loss_bad and scaler.get_scale() > 1:
-            # The scaler skips this step and lowers its scale: its warm-up (65536 down to what the
-            # gradients fit) is not divergence. At a scale of 1 or below the scaling no longer explains
-            # the overflow, so those steps count.
-            return
-        if loss_bad or grads_bad:
-            for p in params:
-                p.grad = None  # Adam leaves parameters without gradients (and their moments) untouched
-            self._skip_step("loss" if loss_bad else "gradient")
-        else:
-            self.nonfinite_in_a_row = 0
-
-    def _grad_scaler(self) -> torch.amp.GradScaler | None:
-        """The precision plugin's GradScaler (16-mixed), or None (32-true, bf16-mixed, outside a Trainer)."""
-        trainer = self._trainer
-        return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
-
-    def _skip_step(self, what: str) -> None:
-        """Count a step with a non-finite loss or gradient; stop after ``nonfinite_patience`` in a row."""
-        self.nonfinite_in_a_row += 1
-        self.nonfinite_total += 1
-        self.log("train/nonfinite_steps", float(self.nonfinite_total), on_step=True, on_epoch=False)
-        patience = self.hparams.nonfinite_patience
-        if self.nonfinite_in_a_row >= patience:
-            raise TrainingDiverged(
-                f"training diverged: {self.nonfinite_in_a_row} steps in a row with a non-finite {what} "
-                f"(model.nonfinite_patience={patience}, step {self.global_step}); the last good checkpoint is kept "
-                "in the run's checkpoints/; lower model.optimizer.lr or resume with ckpt_path=last"
-            )
-
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         low, high = batch["low"], batch["high"]
         self._batch_flops = low.shape[0] * low.shape[2] * low.shape[3] * self._flops_per_pixel[1]
@@ -516,29 +351,7 @@ class PairLIEModule(L.LightningModule):
         interval = scheduler_interval(spec)
         lengths = open_lengths(spec)
         if lengths:
-            spec.update(dict.fromkeys(lengths, self._run_length(spec)))
+            spec.update(dict.fromkeys(lengths, run_length(self.trainer, spec)))
         spec.pop("interval", None)  # Lightning's to apply, not the scheduler's argument
         scheduler = _instantiate(spec, "model.scheduler", optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
-
-    def _run_length(self, spec: dict) -> int:
-        """The run's length in ``interval``s: optimiser steps as Lightning estimates them, or epochs.
-
-        Lightning's estimate counts trainer.max_steps, limit_train_batches, accumulate_grad_batches
-        and the processes; epochs are those steps over the optimiser steps of one epoch (max_steps can
-        end a run before max_epochs does).
-        """
-        trainer = self.trainer
-        check_run_length(spec, trainer.max_epochs, trainer.max_steps)
-        steps = trainer.estimated_stepping_batches
-        if scheduler_interval(spec) == "step":
-            if not 0 < steps < float("inf"):
-                raise ConfigError(
-                    f"model.scheduler.{open_lengths(spec)[0]}=null: the run's length in steps is unknown (a training "
-                    "set without a length): set trainer.max_steps, or give the length"
-                )
-            return int(steps)
-        batches = trainer.num_training_batches
-        if not 0 < batches < float("inf") or not steps < float("inf"):  # an iterable training set: max_epochs
-            return max(trainer.max_epochs, 1)
-        return max(math.ceil(steps / math.ceil(batches / trainer.accumulate_grad_batches)), 1)
