@@ -6,6 +6,7 @@ Fixtures built on these live in conftest.py; test files import the plain helpers
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -306,3 +307,30 @@ def wait_for(event: Path | Callable[[], bool], proc: subprocess.Popen, timeout: 
             proc.kill()
             pytest.fail(f"{what or event}: did not happen within {timeout} s")
         time.sleep(0.1)
+
+
+@functools.cache
+def exact_pass(folder: str, every: int, gamma: float) -> tuple[tuple[Path, torch.Tensor], ...]:
+    """The fp32 exact path's enhanced image (1×3×H×W float) of every ``every``-th low image of a ../shared test set.
+
+    Computed once per test session: the bf16, int8 and Winograd tests all compare against it.
+    """
+    from pairlie.infer.enhancer import Enhancer
+    from pairlie.io.images import read_rgb, to_tensor
+
+    exact = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=gamma, device="cpu", conv="direct", precision="fp32")
+    lows = sorted((SHARED_DATA / folder / "low").iterdir())[::every]
+    return tuple((low, exact.decompose(to_tensor(read_rgb(low)[0])).enhanced) for low in lows)
+
+
+@functools.cache
+def exact_scores(folder: str, every: int, gamma: float) -> tuple[float, float, int]:
+    """Mean paper-protocol (PSNR, SSIM) of :func:`exact_pass` against the references, and the image count."""
+    from pairlie.evaluate.metrics import paper_scores
+    from pairlie.io.images import read_rgb, to_uint8
+
+    scores = [
+        paper_scores(enhanced[0], to_uint8(read_rgb(low.parent.parent / "high" / low.name)[0]))
+        for low, enhanced in exact_pass(folder, every, gamma)
+    ]
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores])), len(scores)

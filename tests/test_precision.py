@@ -3,12 +3,10 @@
 conftest.py makes every test see an AVX2-only CPU; the tests here set the flags of other CPUs.
 """
 
-import functools
-
 import pytest
 import torch
 
-from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf
+from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf, exact_scores
 from pairlie.errors import ConfigError
 from pairlie.infer import precision
 from pairlie.infer.enhancer import Enhancer
@@ -165,11 +163,9 @@ def _scores(enhancer, folder, step):
     return result.mean("psnr"), result.mean("ssim"), len(pairs)
 
 
-@functools.cache
 def _exact_scores(folder: str, gamma: float, step: int) -> tuple[float, float, int]:
-    """The fp32 exact path's scores, computed once for the bf16 and the int8 bounds."""
-    exact = Enhancer.from_checkpoint(OFFICIAL_WEIGHTS, gamma=gamma, device="cpu", conv="direct")
-    return _scores(exact, SHARED_DATA / folder, step)
+    """The fp32 exact path's scores: one pass per data set for the bf16, int8 and Winograd tests (helpers.exact_pass)."""
+    return exact_scores(folder, step, gamma)
 
 
 QUALITY_SETS = [("LOL-test", 0.14, 1, 15), ("SICE-test", 0.2, 10, 15)]  # all of LOL-test, every 10th SICE-test

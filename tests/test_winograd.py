@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf, make_paired_tree, run_cli, write_image
+from helpers import OFFICIAL_WEIGHTS, RunIf, exact_pass, make_paired_tree, run_cli, write_image
 from pairlie.errors import ConfigError
 from pairlie.evaluate.metrics import paper_scores
 from pairlie.infer import streaming, winograd
@@ -167,10 +167,6 @@ def test_checkpoint_keys_do_not_depend_on_the_convolution_path():
     assert keys[0] == keys[1]
 
 
-def _official_images(folder, every=1):
-    return sorted((SHARED_DATA / folder / "low").iterdir())[::every]
-
-
 @RunIf(shared=True)
 @pytest.mark.slow
 @pytest.mark.parametrize(("folder", "every", "gamma"), [("LOL-test", 1, 0.14), ("SICE-test", 10, 0.2)])
@@ -178,15 +174,14 @@ def test_official_weights_winograd_within_one_grey_level_and_the_same_scores(fol
     """Every LOL-test image and every 10th SICE-test one (scripts/winograd_exactness.py checks all)."""
     net = load_net(OFFICIAL_WEIGHTS)[0]
     fast = Enhancer(net, gamma=gamma, device="cpu", conv="winograd")
-    exact = Enhancer(net, gamma=gamma, device="cpu", conv="direct")
     scores = {"winograd": [], "direct": []}
     worst = 0
-    for low in _official_images(folder, every):
+    for low, exact in exact_pass(folder, every, gamma):  # the direct path's pass, shared with test_precision
         image = to_tensor(read_rgb(low)[0])
         reference = read_rgb(low.parent.parent / "high" / low.name)[0]
         outputs = {}
-        for name, enhancer in (("winograd", fast), ("direct", exact)):
-            outputs[name] = quantize(enhancer.decompose(image).enhanced[0])
+        for name, enhanced in (("winograd", fast.decompose(image).enhanced), ("direct", exact)):
+            outputs[name] = quantize(enhanced[0])
             scores[name].append(paper_scores(to_tensor(outputs[name]), reference))
         worst = max(worst, int(np.abs(outputs["winograd"].astype(int) - outputs["direct"]).max()))
     assert worst <= 1
