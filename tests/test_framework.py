@@ -228,7 +228,8 @@ def test_a_checkpoint_naming_a_function_is_refused_before_calling_it(target, tmp
         load_net(path)
     # trusted by name, a function is still not a net: refused before it is called
     top = target.split(".")[0]
-    with pytest.raises(DataError, match=r"model.net.reflectance._target_=.*not an nn.Module class"):
+    # (os.system here is the test's stand-in, which lives in this file: refused as living elsewhere)
+    with pytest.raises(DataError, match=r"model.net.reflectance._target_=.*(not an nn.Module class|may not name)"):
         load_net(path, trust=[top])
     assert called == []
 

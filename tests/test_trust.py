@@ -402,3 +402,82 @@ def test_a_read_only_run_folder_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)  # as on a read-only disk
     with pytest.raises(ConfigError, match=rf"cannot write in {tmp_path} \(read-only or not yours\)"):
         check_run_folder(cfg)
+
+
+# --- found in review: callback state, stride tricks, huge declarations, attribute walks ------------
+
+
+def test_resume_refuses_callback_state_that_names_files_by_url(tmp_path):
+    """Lightning deletes a restored best/last path with a protocol wherever it points."""
+    victim = tmp_path / "victim"
+    victim.write_text("the user's data")
+    path = save_tiny_checkpoint(tmp_path / "resume.ckpt")
+    blob = torch.load(path, weights_only=True)
+    blob["global_step"] = 1
+    blob["callbacks"] = {
+        "ModelCheckpoint{'monitor': None}": {"best_model_path": f"local://{victim}", "best_k_models": {}},
+        "ModelCheckpoint{'monitor': 'val/psnr'}": {"best_k_models": {f"simplecache::{victim}": torch.tensor(1.0)}},
+    }
+    torch.save(blob, path)
+    with pytest.raises(
+        ConfigError, match=r"callback state callbacks.*names 'local://.*a URL where pairlie writes"
+    ) as info:
+        checkpoint_progress(path)
+    one_line(info)
+    del blob["callbacks"]["ModelCheckpoint{'monitor': None}"]
+    torch.save(blob, path)
+    with pytest.raises(ConfigError, match=r"names 'simplecache::"):
+        checkpoint_progress(path)
+    assert victim.read_text() == "the user's data"
+
+
+def test_a_tensor_declaring_more_values_than_it_stores_is_refused_before_any_allocation(tmp_path):
+    n = 20000  # 1.6 GB as a dense fp32 matrix; one number on disk
+    path = tmp_path / "stride0.ckpt"
+    net = {"_target_": "torch.nn.Linear", "in_features": n, "out_features": n, "bias": False}
+    torch.save({"state_dict": {"net.weight": torch.zeros(1).expand(n, n)}, "hyper_parameters": {"net": net}}, path)
+    assert path.stat().st_size < 10_000
+    code = textwrap.dedent(
+        f"""
+        import resource
+        from pairlie.model.checkpoints import load_net
+        from pairlie.errors import DataError
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            load_net({str(path)!r})
+        except DataError as exc:
+            print(exc)
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    message, grown_mb = result.stdout.strip().splitlines()[-2:]
+    assert "declares 400000000 values but stores 1" in message, result.stdout + result.stderr
+    assert int(grown_mb) < 100
+    blob = torch.load(path, weights_only=True)
+    blob["optimizer_states"] = [{"state": {0: {"exp_avg": torch.zeros(1).expand(n, n)}}}]
+    blob["state_dict"] = {}
+    torch.save(blob, path)
+    with pytest.raises(DataError, match=r"optimizer_states.*declares more values than it stores"):
+        checkpoint_progress(path)
+
+
+@pytest.mark.parametrize(
+    ("net", "message"),
+    [
+        ({"_target_": "torch.nn.RNN", "input_size": 1, "hidden_size": 1, "num_layers": 100000}, "more than 10000"),
+        ({"_target_": "torch.nn.quantized.Linear", "in_features": 10, "out_features": 10}, "may not name"),
+        (
+            {"_target_": "torch.nn.modules.module.torch.nn.parallel.DistributedDataParallel", "module": None},
+            "may not name",
+        ),
+        ({"_target_": "torch.nn.modules.module.torch.fx.GraphModule"}, "may not name"),
+    ],
+    ids=["many-layers", "quantized", "attribute-walk-ddp", "attribute-walk-fx"],
+)
+def test_a_net_that_cannot_be_checked_cheaply_or_lives_elsewhere_is_refused(net, message, tmp_path):
+    path = tmp_path / "odd.ckpt"
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}, "hyper_parameters": {"net": net}}, path)
+    with pytest.raises(DataError, match=message) as info:  # 100,000 RNN layers: refused at the 10,001st tensor
+        load_net(path)
+    one_line(info)

@@ -64,6 +64,13 @@ def locate(target: Any, key: str, kind: str = "net", trust: tuple[str, ...] | No
                 )
                 raise ConfigError(f"{key}._target_={target}: {module_name} has no {'.'.join(parts[cut:])}{hint}")
             obj = getattr(obj, attr)
+        if trust is not None:  # a checkpoint's name: the object found must live where an allowed name says
+            home = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+            if not trust_policy.allowed(home, kind, trust) or ".<" in home:
+                raise ConfigError(
+                    f"{key}._target_={target}: names {home}, which a checkpoint may not name; "
+                    f"add trust={home.split('.')[0]} only if you know what it does"
+                )
         return obj
     raise ConfigError(f"{key}._target_={target}: cannot import {parts[0]} ({error}); {IMPORT_HINT}")
 
@@ -111,6 +118,10 @@ def build_module(spec: Any, key: str = "model.net", trust: tuple[str, ...] | Non
         module = cls(*args, **kwargs)
     except (ConfigError, ValueError, TypeError) as exc:
         raise ConfigError(f"{key}: {spec['_target_']}(...) refused its arguments: {first_line(exc)}") from None
+    except Exception as exc:
+        if trust is None:  # a config's or a caller's own class: its error is theirs to see
+            raise
+        raise ConfigError(f"{key}: {spec['_target_']}(...) failed ({type(exc).__name__}: {first_line(exc)})") from None
     module.pairlie_spec = plain_spec(spec)
     return module
 

@@ -8,7 +8,7 @@ every block gives 18 features from asymmetric generalised Gaussian fits (the nor
 its products with the 4 neighbours, circularly shifted); the second scale is MATLAB's ``imresize``
 by 0.5 (bicubic, antialiased). The score is the distance between the fitted multivariate Gaussian
 and the pristine one. Lower is better. The model parameters ship with pairlie
-(``data/niqe_pris_params.npz``, Apache-2.0, see ``data/NIQE_NOTICE.txt``).
+(``niqe_pris_params.npz`` beside this module, Apache-2.0, see ``NIQE_NOTICE.txt``).
 
 LOE (Wang, Zheng, Hu, Li, "Naturalness preserved enhancement of non-uniform illumination images",
 TIP 2013): lightness is the max of R, G, B (0–255); both images are resized with MATLAB's
@@ -51,7 +51,7 @@ class Unscorable(ValueError):
 def niqe_model() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(mu, cov, window)`` of MATLAB's default NIQE model: 36 means, 36×36 covariance, 7×7 window."""
     # beside this file, not through importlib.resources: that would import pairlie.data (and torch)
-    with np.load(Path(__file__).with_name("data") / "niqe_pris_params.npz") as params:
+    with np.load(Path(__file__).with_name("niqe_pris_params.npz")) as params:
         return params["mu_pris_param"][0], params["cov_pris_param"], params["gaussian_window"]
 
 

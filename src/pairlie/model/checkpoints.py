@@ -16,7 +16,9 @@ from pairlie.specs import DEFAULT_NET, build_module, target_name
 from pairlie.trust import check_hparams, check_plain, trusted_modules
 
 log = logging.getLogger("pairlie")
-MAX_GAMMA = 10.0  # I = L**gamma * R: past this the enhanced image is R alone wherever L < 1
+MAX_GAMMA = 10.0
+# submodules, and parameters plus buffers, a checkpoint's net may declare (the paper's has 45 and 30)
+MAX_PARTS = 10_000  # I = L**gamma * R: past this the enhanced image is R alone wherever L < 1
 
 # The official file stores ``N_net.N_net.<i>.weight``; our nets store ``denoiser.layers.<i>.weight``.
 OFFICIAL_PREFIXES = {
@@ -71,12 +73,39 @@ def _tensors(state: Any, path: Path, key: str) -> dict[str, torch.Tensor]:
             raise DataError(
                 f"ckpt_path={path}: {key}[{name!r}] is a {type(value).__name__}, not a tensor; not a checkpoint pairlie wrote"
             )
+        if not dense(value):
+            raise DataError(
+                f"ckpt_path={path}: {key}[{name!r}] declares {value.numel()} values but stores "
+                f"{value.untyped_storage().nbytes() // max(value.element_size(), 1)}; not weights pairlie wrote"
+            )
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise DataError(
                 f"ckpt_path={path}: the weights {name} hold NaN or infinite values (a diverged run?); "
                 "use an earlier checkpoint of the run"
             )
     return dict(state)
+
+
+def dense(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s storage holds all its values: a stride-0 view of one number declares gigabytes in bytes."""
+    return tensor.untyped_storage().nbytes() >= tensor.numel() * tensor.element_size()
+
+
+def check_data(value: Any, path: Path, key: str = "the file", depth: int = 0) -> None:
+    """Every tensor anywhere in a checkpoint dense (:func:`dense`): checked before Lightning resumes from it."""
+    if depth > 64:
+        raise DataError(f"ckpt_path={path}: nested more than 64 levels deep; not a checkpoint pairlie wrote")
+    if isinstance(value, torch.Tensor):
+        if not dense(value):
+            raise DataError(
+                f"ckpt_path={path}: {key} declares more values than it stores; not a checkpoint pairlie wrote"
+            )
+    elif isinstance(value, Mapping):
+        for name, item in value.items():
+            check_data(item, path, f"{key}[{name!r}]", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_data(item, path, f"{key}[{i}]", depth + 1)
 
 
 def _hparams(blob: dict, path: Path) -> dict[str, Any]:
@@ -146,14 +175,38 @@ def check_fits(spec: dict[str, Any], state: dict[str, torch.Tensor], path: Path,
     The net is built on the meta device (shapes, no storage): a file declaring a width of a million
     with a few bytes of weights is one line, not an allocation.
     """
+    counted = {"modules": 0, "tensors": 0}
+
+    def count(kind: str):
+        def hook(*args):
+            counted[kind] += 1
+            if counted[kind] > MAX_PARTS:
+                raise ConfigError(f"its net declares more than {MAX_PARTS} {kind}; not a net pairlie can check")
+
+        return hook
+
+    handles = [
+        torch.nn.modules.module.register_module_module_registration_hook(count("modules")),
+        torch.nn.modules.module.register_module_parameter_registration_hook(count("tensors")),
+        torch.nn.modules.module.register_module_buffer_registration_hook(count("tensors")),
+    ]
     try:
         with torch.device("meta"):
             probe = build_module(spec, "model.net", trust)
     except ConfigError as exc:
         raise DataError(f"ckpt_path={path}: cannot rebuild its net: {exc}") from None
-    except Exception as exc:  # a trusted class that cannot be built on the meta device: built for real below
+    except Exception as exc:
+        if not trust or not any(_trusted(t, trust) for t in _targets(spec)):
+            raise DataError(
+                f"ckpt_path={path}: its net {target_name(spec)} cannot be built without memory to check it first "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); not loaded"
+            ) from None
+        # a class of the user's own (trusted) that cannot be built on the meta device: built for real below
         log.debug("%s: no meta-device check (%s)", target_name(spec), exc)
         return
+    finally:
+        for handle in handles:
+            handle.remove()
     expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
     given = {k: tuple(v.shape) for k, v in state.items()}
     problems = []  # worded as torch's load_state_dict words them
@@ -173,6 +226,19 @@ def check_fits(spec: dict[str, Any], state: dict[str, torch.Tensor], path: Path,
             f"ckpt_path={path}: weights do not fit the net {target_name(spec)} built from the checkpoint "
             f"({'; '.join(problems)})"
         )
+
+
+def _targets(spec: Any) -> list[str]:
+    if isinstance(spec, Mapping):
+        found = [spec["_target_"]] if isinstance(spec.get("_target_"), str) else []
+        return found + [t for value in spec.values() for t in _targets(value)]
+    if isinstance(spec, (list, tuple)):
+        return [t for value in spec for t in _targets(value)]
+    return []
+
+
+def _trusted(target: str, trust: tuple[str, ...]) -> bool:
+    return any(target == name or target.startswith(name + ".") for name in trust)
 
 
 def load_net(path: str | Path, trust: str | Iterable[str] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:

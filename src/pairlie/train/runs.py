@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pairlie.errors import ConfigError, DataError
 from pairlie.evaluate.collapse import flat_note
-from pairlie.model.checkpoints import read_checkpoint
+from pairlie.model.checkpoints import check_data, read_checkpoint
 from pairlie.model.weights import is_official, official_weights
 from pairlie.specs import locate
 
@@ -160,6 +161,8 @@ def checkpoint_progress(path: Path) -> tuple[int, int]:
     Read with ``mmap``: the weights are not loaded.
     """
     saved = read_checkpoint(path)  # as data: a file that needs pickle is refused here, before Lightning reads it
+    check_data(saved, path)  # every tensor holds what it declares (Lightning restores the optimiser's too)
+    check_callback_state(saved.get("callbacks"), path)
     try:
         step = int(saved.get("global_step", 0))
         try:
@@ -176,6 +179,31 @@ def checkpoint_progress(path: Path) -> tuple[int, int]:
             f"ckpt_path={path}: not a pairlie-train checkpoint (no state_dict); resume from a run's .ckpt"
         )
     return epochs, step
+
+
+def check_callback_state(state: Any, path: Path) -> None:
+    """Refuse callback state that names files by URL (``local://``, ``memory://``, ``a::b``).
+
+    Lightning restores a ModelCheckpoint's best and last paths from the checkpoint and deletes the
+    previous ones as new checkpoints arrive; it confines local paths to the run's folder, but a path
+    with a protocol is removed wherever it points. pairlie's own checkpoints hold plain paths only.
+    """
+
+    def visit(value: Any, key: str) -> None:
+        if isinstance(value, str) and ("://" in value or "::" in value):
+            raise ConfigError(
+                f"ckpt_path={path}: its callback state {key} names {value[:80]!r}, a URL where pairlie writes plain "
+                "paths; not a checkpoint to resume (its weights load with pairlie-test/-enhance)"
+            )
+        if isinstance(value, Mapping):
+            for name, item in value.items():
+                visit(name, key)
+                visit(item, f"{key}.{name}")
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item, key)
+
+    visit(state, "callbacks")
 
 
 def check_resumable(path: Path, cfg: DictConfig) -> None:
