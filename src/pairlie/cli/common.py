@@ -37,7 +37,7 @@ def run_cli(spec: CliSpec, hydra_main: Callable[[], Any]) -> None:
     """
     try:
         cfg = check(sys.argv[1:], spec)
-        check_run_folder(cfg)
+        check_run_folder(cfg, multirun=bool({"-m", "--multirun"} & set(sys.argv[1:])))
     except PairLIEError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

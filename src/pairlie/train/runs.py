@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,14 +63,13 @@ def check_no_earlier_test(out_dir: Path, overwrite: bool) -> None:
         )
 
 
-def check_run_folder(cfg: DictConfig) -> None:
+def check_run_folder(cfg: DictConfig, multirun: bool = False) -> None:
     """The folder Hydra will make for this run (``hydra.run.dir``, or ``hydra.sweep.dir`` with ``-m``) can be made.
 
     Hydra makes it before pairlie runs, and a read-only disk or a path through a file would end
     there in a traceback: one line naming the folder instead.
     """
-    multirun = bool(OmegaConf.select(cfg, "hydra.mode", default=None) == "MULTIRUN") or "-m" in sys.argv[1:]
-    multirun = multirun or "--multirun" in sys.argv[1:]
+    multirun = multirun or OmegaConf.select(cfg, "hydra.mode", default=None) == "MULTIRUN"
     try:
         folder = OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir", default=None)
     except Exception:  # an interpolation only Hydra's runtime resolves: Hydra's to report
