@@ -127,6 +127,12 @@ def test_help_says_what_the_cli_does_with_usage_examples_and_its_own_keys(cli, t
         assert not re.search(r"\b(trainer|callbacks|experiment|logger)\b", out)
     if cli == "pairlie-train":
         assert "model.loss.fidelity=500.0" in out and "experiment      demo | lol | sice" in out
+    if cli in ("pairlie-train", "pairlie-test"):  # what a bare run uses: the demo set, and for training its schedule
+        demo = composed(config=cli.removeprefix("pairlie-"), hydra=False).paths.demo_dir
+        key = "data.train_dir" if cli == "pairlie-train" else "data.test_dir"
+        assert f"  {key}={demo}/{'train' if cli == 'pairlie-train' else 'val'} " in out
+    if cli == "pairlie-train":
+        assert "  data.repeats=2 " in out and "  trainer.max_epochs=4 " in out
     assert not list(tmp_path.iterdir())  # --help writes nothing
 
 

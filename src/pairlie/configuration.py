@@ -22,7 +22,7 @@ from importlib import resources
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pairlie.errors import ConfigError
@@ -310,6 +310,19 @@ def yaml_comments(file: str, prefix: str = "") -> dict[str, tuple[str, str]]:
     return found
 
 
+def _shown(value) -> str:
+    """A config value as a command line would write it (``null``, ``true``, ``[0.9,0.999]``)."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_shown(v) for v in value) + "]"
+    return str(value)
+
+
 def help_page(spec: CliSpec) -> str:
     lines = [f"{spec.name}: {spec.summary}", "", f"usage: {spec.usage}", "", "examples:"]
     lines += [f"  {example}" for example in spec.examples]
@@ -317,7 +330,7 @@ def help_page(spec: CliSpec) -> str:
         lines += ["", "config groups (group=choice):"]
         for group in spec.groups:
             lines.append(f"  {group:<15} {' | '.join(group_options(group))}")
-    lines += ["", "keys (key=value; defaults shown):"]
+    lines += ["", "keys (key=value; the values a bare run uses):"]
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             cfg = compose(config_name=spec.config_name)
@@ -329,10 +342,9 @@ def help_page(spec: CliSpec) -> str:
                 continue
             if value == "???":
                 value = "(required)"
-            elif "${" in value and cfg is not None:
+            elif cfg is not None:  # what a bare run uses: presets such as the demo's schedule included
                 try:
-                    resolved = OmegaConf.select(cfg, key)
-                    value = "null" if resolved is None else str(resolved)
+                    value = _shown(OmegaConf.select(cfg, key, default=value, throw_on_resolution_failure=True))
                 except Exception:
                     pass
             lines.append(f"  {key}={value}".ljust(36) + (f"  {comment}" if comment else ""))

@@ -43,6 +43,7 @@ SPEC = CliSpec(
         ("model/optimizer/adam.yaml", "model.optimizer."),
         ("model/scheduler/step.yaml", "model.scheduler."),
         ("data/default.yaml", "data."),
+        ("trainer/default.yaml", "trainer.", {"trainer.max_epochs", "trainer.max_steps", "trainer.precision"}),
     ],
     extra_keys=[
         "trainer.*                          any Lightning Trainer argument: max_epochs, devices, precision, ...",
