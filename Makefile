@@ -13,8 +13,8 @@ setup: $(BIN)/pairlie-train
 demo: setup
 	$(BIN)/pairlie-train
 
-test: setup
-	$(BIN)/python -m pytest -q
+test: setup   # the slowest 25 tests are listed at the end, for keeping the suite short
+	$(BIN)/python -m pytest -q --durations=25
 
 test-fast: setup   # the edit-run loop: skips the minutes-long real-data tests
 	$(BIN)/python -m pytest -q -m "not slow"
