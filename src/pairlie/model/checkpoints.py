@@ -13,7 +13,7 @@ import torch
 
 from pairlie.errors import ConfigError, DataError
 from pairlie.specs import DEFAULT_NET, build_module, target_name
-from pairlie.trust import check_hparams, check_plain, trusted_modules
+from pairlie.trust import _in_module, check_hparams, check_plain, targets, trusted_modules
 
 log = logging.getLogger("pairlie")
 MAX_GAMMA = 10.0
@@ -196,7 +196,7 @@ def check_fits(spec: dict[str, Any], state: dict[str, torch.Tensor], path: Path,
     except ConfigError as exc:
         raise DataError(f"ckpt_path={path}: cannot rebuild its net: {exc}") from None
     except Exception as exc:
-        if not trust or not any(_trusted(t, trust) for t in _targets(spec)):
+        if not trust or not any(_in_module(t, name) for t in targets(spec) for name in trust):
             raise DataError(
                 f"ckpt_path={path}: its net {target_name(spec)} cannot be built without memory to check it first "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); not loaded"
@@ -226,19 +226,6 @@ def check_fits(spec: dict[str, Any], state: dict[str, torch.Tensor], path: Path,
             f"ckpt_path={path}: weights do not fit the net {target_name(spec)} built from the checkpoint "
             f"({'; '.join(problems)})"
         )
-
-
-def _targets(spec: Any) -> list[str]:
-    if isinstance(spec, Mapping):
-        found = [spec["_target_"]] if isinstance(spec.get("_target_"), str) else []
-        return found + [t for value in spec.values() for t in _targets(value)]
-    if isinstance(spec, (list, tuple)):
-        return [t for value in spec for t in _targets(value)]
-    return []
-
-
-def _trusted(target: str, trust: tuple[str, ...]) -> bool:
-    return any(target == name or target.startswith(name + ".") for name in trust)
 
 
 def load_net(path: str | Path, trust: str | Iterable[str] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
