@@ -46,7 +46,7 @@ def test_a_sweep_summary_marks_jobs_whose_outputs_are_flat():
 @pytest.mark.parametrize("weights", ["zero", "trained"])
 def test_validation_logs_the_fraction_of_flat_outputs(weights, tmp_path: Path, caplog):
     """A net whose weights are all zero gives one grey value everywhere; the identity-like one keeps the texture."""
-    from pairlie.evaluate.collapse import FlatOutputWarning
+    from pairlie.train.callbacks import FlatOutputWarning
 
     torch.manual_seed(0)
     module = PairLIEModule(width=4)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +190,12 @@ def test_the_code_map_is_generated_from_the_current_docstrings():
     assert (REPO / "docs" / "code-map.md").read_text() == code_map.render(), (
         "docs/code-map.md is stale: run python scripts/code_map.py --write"
     )
+
+
+@pytest.mark.parametrize("cli", ["enhance", "export"])
+def test_the_inference_entry_points_start_without_lightning(cli):
+    # pairlie-enhance and pairlie-export load a net and run it: Lightning (~2.5 s to import) is the
+    # training stage's, and a lazy edge from infer/deploy up into train would pull it back in
+    code = f"import sys, pairlie.cli.{cli}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'lightning'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"pairlie-{cli} imports {out.strip()}"

@@ -7,15 +7,10 @@ value, so the scores alone look like progress; the validation says so instead.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
-import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
-
-log = logging.getLogger("pairlie")
 
 # spread over the image below one grey level in every channel: nothing a viewer would call a picture
 FLAT_STD = 1 / 255
@@ -41,15 +36,3 @@ def flat_warning(fraction: float | None, images: str = "validation images") -> s
 def flat_note(metrics: Mapping[str, float]) -> str | None:
     """The warning for the end-of-run block when at least half the validation outputs were flat, else None."""
     return flat_warning(metrics.get(FLAT_METRIC))
-
-
-class FlatOutputWarning(Callback):
-    """Warns in the log, after each validation, when at least half of its enhanced images were flat."""
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        fraction = trainer.callback_metrics.get(FLAT_METRIC)
-        note = flat_note({FLAT_METRIC: float(fraction)}) if fraction is not None else None
-        if note:
-            log.warning("step %d: %s", trainer.global_step, note)

@@ -1,4 +1,4 @@
-"""Lightning callbacks of pairlie's own: a checkpoint on pre-emption, a whole-run progress bar, a quiet summary."""
+"""Lightning callbacks of pairlie's own: a checkpoint on pre-emption, a whole-run progress bar, a quiet summary, a warning on flat outputs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from rich import get_console
 from rich.table import Table
+
+from pairlie.evaluate.collapse import FLAT_METRIC, flat_note
+
+log = logging.getLogger("pairlie")
 
 
 class SaveOnInterrupt(L.Callback):
@@ -198,3 +202,15 @@ def quiet_lightning() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _Quiet) for f in logger.filters):
             logger.addFilter(_Quiet())
+
+
+class FlatOutputWarning(L.Callback):
+    """Warns in the log, after each validation, when at least half of its enhanced images were flat."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        fraction = trainer.callback_metrics.get(FLAT_METRIC)
+        note = flat_note({FLAT_METRIC: float(fraction)}) if fraction is not None else None
+        if note:
+            log.warning("step %d: %s", trainer.global_step, note)

@@ -19,11 +19,10 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pairlie.errors import ConfigError, first_line, user_error
-from pairlie.evaluate.collapse import FlatOutputWarning
 from pairlie.infer.precision import bf16_training_note
 from pairlie.io.files import write_atomic
 from pairlie.io.speed import apply_speed_settings
-from pairlie.train.callbacks import ProgressLines, quiet_lightning
+from pairlie.train.callbacks import FlatOutputWarning, ProgressLines, quiet_lightning
 from pairlie.train.hparams import run_params
 from pairlie.train.runs import (
     WRITE_ERRORS,
