@@ -99,7 +99,7 @@ def _own_keys(spec: CliSpec) -> set[str]:
 
 
 def check(argv: list[str], spec: CliSpec) -> DictConfig:
-    """Raise a one-line :class:`ConfigError` for any mistake in ``argv``; print the help page for ``--help``.
+    """Raise a one-line `ConfigError` for any mistake in ``argv``; print the help page for ``--help``.
 
     Returns the config composed from ``argv`` (a sweep's first values), unresolved.
     """

@@ -29,7 +29,7 @@ class VerificationError(PairLIEError):
 
 
 def user_error(exc: BaseException) -> PairLIEError | None:
-    """The :class:`PairLIEError` behind ``exc`` (Hydra wraps errors raised while instantiating)."""
+    """The `PairLIEError` behind ``exc`` (Hydra wraps errors raised while instantiating)."""
     from hydra.errors import InstantiationException  # Hydra is pairlie's; imported only when an error is unwrapped
 
     while exc is not None:

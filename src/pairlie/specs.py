@@ -1,6 +1,6 @@
 """Nets as data: the ``_target_`` spec that builds a net, kept in its checkpoint, and a builder that only constructs modules.
 
-A checkpoint is data. Rebuilding its net imports only the classes :mod:`pairlie.trust` allows by
+A checkpoint is data. Rebuilding its net imports only the classes `pairlie.trust` allows by
 name (``trust``: None for a config or a Python caller, whose names are theirs to run) and
 constructs them with plain values (numbers, strings, lists, nested specs); anything that is not an
 ``nn.Module`` class (``os.system``, ``builtins.eval``, a function, a LightningModule, ``_partial_``)
@@ -31,7 +31,7 @@ IMPORT_HINT = "run from the folder that holds that file, put it on PYTHONPATH, o
 def locate(target: Any, key: str, kind: str = "net", trust: tuple[str, ...] | None = None) -> Any:
     """The object a dotted ``target`` names (``package.module.Name``), importing its module; one-line ConfigError otherwise.
 
-    ``trust`` not None (a checkpoint's name): only what :func:`pairlie.trust.allowed` allows for a
+    ``trust`` not None (a checkpoint's name): only what `pairlie.trust.allowed` allows for a
     ``kind`` part is imported; anything else is refused before its module is looked at.
     """
     if not isinstance(target, str) or "." not in target.strip("."):
@@ -79,7 +79,7 @@ def build_module(spec: Any, key: str = "model.net", trust: tuple[str, ...] | Non
     """The ``nn.Module`` ``spec`` describes: ``{"_target_": "pkg.Class", arg: value, ...}``, nested specs built first.
 
     ``trust``: None for a spec from a config or Python (anything it names is imported), else the
-    modules trusted beyond :mod:`pairlie.trust`'s allowlist (a checkpoint's spec).
+    modules trusted beyond `pairlie.trust`'s allowlist (a checkpoint's spec).
     """
     if isinstance(spec, nn.Module):
         return spec

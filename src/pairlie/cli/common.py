@@ -33,7 +33,7 @@ def run_cli(spec: CliSpec, hydra_main: Callable[[], Any]) -> None:
     """A console script: check the command line (``--help``, one-line mistakes), then run the Hydra app.
 
     A net, loss term or dataset of one's own in a file in the working folder is found by its
-    ``_target_`` or ``trust=`` name (:func:`pairlie.trust.add_working_folder_for`, called by the check).
+    ``_target_`` or ``trust=`` name (`pairlie.trust.add_working_folder_for`, called by the check).
     """
     try:
         cfg = check(sys.argv[1:], spec)

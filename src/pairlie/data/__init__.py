@@ -1,6 +1,6 @@
 """Data: scene discovery, exposure-pair and paired test datasets, the datamodule and the demo set.
 
-May import :mod:`pairlie.io` and :mod:`pairlie.specs` (a training set of one's own by ``_target_``).
+May import `pairlie.io` and `pairlie.specs` (a training set of one's own by ``_target_``).
 """
 
 from pairlie.data.datamodule import PairLIEDataModule

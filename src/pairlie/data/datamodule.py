@@ -23,11 +23,11 @@ DEFAULT_TRAIN_SET = "pairlie.data.ExposurePairDataset"
 class PairLIEDataModule(L.LightningDataModule):
     """Scenes from ``train_dir``; low/high pairs from ``val_dir`` (validation) and ``test_dir`` (test).
 
-    Every folder is checked and every training image decoded in :meth:`setup`, so bad data stops
+    Every folder is checked and every training image decoded in `setup`, so bad data stops
     the run with a one-line message before the first step. ``demo_root`` builds the embedded demo
     set there first when it is missing. Training order, exposures, crops and flips follow from
     ``seed`` (null: the run's ``seed_everything`` seed), the epoch, the item and the rank
-    (:mod:`pairlie.data.sampling`). ``pairlie-test`` scores ``test_set.pairs`` itself.
+    (`pairlie.data.sampling`). ``pairlie-test`` scores ``test_set.pairs`` itself.
 
     ``gamma`` is not used here: it is the data preset's γ (``data.gamma``: LOL 0.14, SICE 0.2), which
     the configs read (``model.gamma``'s default, ``pairlie-test``'s γ), taken because Hydra passes
@@ -101,7 +101,7 @@ class PairLIEDataModule(L.LightningDataModule):
             self.test_set = self._paired(folder, key, hp.test_limit, unpaired=True)
 
     def _train_set(self, scenes: list) -> Dataset:
-        """The training set ``data.train_set`` names, given the scenes and the data keys (see :class:`ExposurePairDataset`)."""
+        """The training set ``data.train_set`` names, given the scenes and the data keys (see `ExposurePairDataset`)."""
         from hydra.utils import instantiate
 
         spec = {k: v for k, v in self.hparams.train_set.items() if k not in ("_partial_", "_convert_", "_recursive_")}

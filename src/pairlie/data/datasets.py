@@ -18,7 +18,7 @@ SSIM_WINDOW = 11
 
 
 def check_ssim_size(low: Path, high: Path, size: tuple[int, int]) -> None:
-    """Raise a one-line :class:`DataError` when the reference ``high`` (``size``: width, height) is smaller than SSIM's window."""
+    """Raise a one-line `DataError` when the reference ``high`` (``size``: width, height) is smaller than SSIM's window."""
     if min(size) < SSIM_WINDOW:
         raise DataError(
             f"{low} / {high}: the pair is {size[0]}x{size[1]}, smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window; "
@@ -30,7 +30,7 @@ MIN_PATCH_SIZE = 2
 
 
 def check_patch_size(patch_size: object) -> None:
-    """Raise a one-line :class:`ConfigError` unless ``patch_size`` is None or an integer >= :data:`MIN_PATCH_SIZE`."""
+    """Raise a one-line `ConfigError` unless ``patch_size`` is None or an integer >= `MIN_PATCH_SIZE`."""
     if patch_size is not None and (
         isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < MIN_PATCH_SIZE
     ):
@@ -44,7 +44,7 @@ class ExposurePairDataset(Dataset):
     """Item ``i`` is ``exposures`` distinct random exposures of scene ``i % len(scenes)``, cropped to the same window.
 
     The training-set contract (``data.train_set._target_`` may name any class that keeps it): the
-    class is called with ``scenes`` (:class:`~pairlie.data.scenes.Scene` list), ``patch_size``,
+    class is called with ``scenes`` (`Scene` list), ``patch_size``,
     ``augment``, ``repeats``, ``cache`` and its own keys from ``data.train_set``; ``len()`` is the
     items of one epoch; ``dataset[Draw(index, seed)]`` returns a tuple of two or more float tensors
     C×H×W in [0, 1], all of one size, the exposures of one scene (the first is the one the paper's
@@ -104,7 +104,7 @@ class ExposurePairDataset(Dataset):
         return len(self.scenes) * self.repeats
 
     def __getitem__(self, key: int | Draw) -> tuple[torch.Tensor, ...]:
-        """The exposures of an item's scene; a :class:`Draw` key seeds the draws, an int uses the global RNG."""
+        """The exposures of an item's scene; a `Draw` key seeds the draws, an int uses the global RNG."""
         index, generator = (
             (key.index, torch.Generator().manual_seed(key.seed)) if isinstance(key, Draw) else (key, None)
         )

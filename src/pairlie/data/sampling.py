@@ -28,7 +28,7 @@ def run_seed() -> int:
 
 
 class SeededSampler(DistributedSampler):
-    """DistributedSampler's shuffled shard of ``seed`` and the epoch, yielding :class:`Draw` keys.
+    """DistributedSampler's shuffled shard of ``seed`` and the epoch, yielding `Draw` keys.
 
     The draws depend on (seed, epoch, index, rank) only: not on the global RNG (the same on every
     rank after ``seed_everything``), nor on the number of loader workers. A DistributedSampler

@@ -78,7 +78,7 @@ class Check:
 
 @dataclass
 class Report:
-    """What :func:`export` wrote and how it checked it; ``checks`` is empty when verification was skipped."""
+    """What `export` wrote and how it checked it; ``checks`` is empty when verification was skipped."""
 
     path: Path
     fmt: str
@@ -239,7 +239,7 @@ def torchscript_runner(data: bytes, default_gamma: float) -> Runner:
 
 
 def verification_images(extra: Sequence[str | Path] = (), channels: int = 3) -> list[Tensor]:
-    """The N×C×H×W images checked at export: :data:`VERIFY_SIZES` (dark, smooth, noisy) and ``extra`` files (RGB)."""
+    """The N×C×H×W images checked at export: `VERIFY_SIZES` (dark, smooth, noisy) and ``extra`` files (RGB)."""
     rng = np.random.default_rng(0)
     images = []
     for n, height, width in VERIFY_SIZES:
@@ -259,7 +259,7 @@ def _grey(x: np.ndarray) -> np.ndarray:
 
 
 def verify(run: Runner, net: nn.Module, gamma: float, outputs: str, images: Sequence[Tensor]) -> list[Check]:
-    """Each image through ``run`` and through pairlie's exact :class:`Enhancer` (conv=direct); raises past :data:`MAX_GREY_LEVELS`.
+    """Each image through ``run`` and through pairlie's exact `Enhancer` (conv=direct); raises past `MAX_GREY_LEVELS`.
 
     The default γ is checked on every image, and an explicit other γ on the first, so the γ input is exercised.
     A NaN or infinite value in either output fails the check: it has no grey level to compare.

@@ -156,7 +156,7 @@ def _block_features(normalised: np.ndarray, block: int) -> np.ndarray:
 def niqe(rgb: np.ndarray) -> float:
     """NIQE of an H×W×3 uint8 RGB image (or an H×W uint8/float gray image, used as Y), as MATLAB's ``niqe``.
 
-    Raises :class:`Unscorable` for images with fewer than two whole 96×96 blocks, or whose blocks
+    Raises `Unscorable` for images with fewer than two whole 96×96 blocks, or whose blocks
     are all flat (no feature can be fitted).
     """
     y = y_channel(rgb) if rgb.ndim == 3 else rgb.astype(np.float64)

@@ -1,7 +1,7 @@
 """Score an enhancer on a test set under the paper's protocol and write the results of a test run.
 
 Paired sets (low/ + high/) get PSNR/SSIM against the reference; every set gets the no-reference
-scores of :mod:`pairlie.evaluate.noref` (NIQE of input and enhanced, LOE). Several γ are scored from one
+scores of `pairlie.evaluate.noref` (NIQE of input and enhanced, LOE). Several γ are scored from one
 decomposition per image: ``L**γ · R`` is all that changes with γ.
 """
 
@@ -133,7 +133,7 @@ def evaluate(
     ``save_decomposition``, also ``L/``, ``R/``, ``X/`` and ``D/`` (the removed noise, input − X,
     clipped at 0 as an image file must be). ``thumbnails``: a folder for the report's small images.
     An image over ``max_pixels`` pixels (None: no cap), or a reference smaller than SSIM's window,
-    raises a one-line :class:`~pairlie.errors.DataError` before anything is scored or written.
+    raises a one-line `DataError` before anything is scored or written.
     """
 
     gammas = [enhancer.gamma] if gammas is None else [float(g) for g in gammas]

@@ -158,7 +158,7 @@ def dependence_radius(net: torch.nn.Module, channels: int, radius: int, align: i
 def tile_forward(run, batch: Tensor, tile: int, overlap: int, align: int = 1) -> tuple[Tensor, ...]:
     """The net's outputs over ``batch`` computed tile by tile: ``run(patch, borders)`` on each tile with its context.
 
-    Tiles start and end on multiples of ``align`` (:func:`pairlie.infer.streaming.split`); each carries
+    Tiles start and end on multiples of ``align`` (`pairlie.infer.streaming.split`); each carries
     ``overlap`` pixels of context, which is computed and discarded.
     """
     n, _, height, width = batch.shape
@@ -178,39 +178,39 @@ def tile_forward(run, batch: Tensor, tile: int, overlap: int, align: int = 1) ->
 class Enhancer:
     """Enhances PIL images, uint8 H×W×3 arrays or float tensors with a trained PairLIE model.
 
-    Layouts: :meth:`enhance` takes and returns the same kind: a PIL image (RGB, or RGBA whose alpha is
+    Layouts: `enhance` takes and returns the same kind: a PIL image (RGB, or RGBA whose alpha is
     kept), a uint8 NumPy array H×W×3 (RGB, channels last), or a float tensor 3×H×W or N×3×H×W
-    (RGB, channels first, values in [0, 1]) on any device. :meth:`decompose` takes a float tensor
+    (RGB, channels first, values in [0, 1]) on any device. `decompose` takes a float tensor
     3×H×W or N×3×H×W and returns N×C×H×W float32 CPU tensors in [0, 1]: illumination (C=1),
     reflectance, denoised and enhanced (C=3). The net passed in is copied, never changed.
 
-    ``net``: the paper's :class:`~pairlie.model.nets.PairLIENet` or any module whose ``forward(im)`` returns
+    ``net``: the paper's `PairLIENet` or any module whose ``forward(im)`` returns
     ``(illumination, reflectance, denoised)``. The fast paths (streamed rows, Winograd) run only
-    where :func:`pairlie.infer.streaming.streamable` proves the net has the paper's structure; any other
-    net runs whole or in tiles with its own receptive radius (:func:`pairlie.infer.receptive.receptive_radius`).
+    where `pairlie.infer.streaming.streamable` proves the net has the paper's structure; any other
+    net runs whole or in tiles with its own receptive radius (`pairlie.infer.receptive.receptive_radius`).
 
     ``tile``: ``"auto"``, an int, or ``None`` for whole images. ``"auto"`` on a CPU streams the rows
-    through the paper's nets in cache-sized bands, computing each pixel once (:func:`pairlie.infer.streaming.stream`;
-    bf16: :func:`pairlie.infer.streaming.banded`),
+    through the paper's nets in cache-sized bands, computing each pixel once (`pairlie.infer.streaming.stream`;
+    bf16: `pairlie.infer.streaming.banded`),
     and runs other nets in tiles of 512 where their radius is known, else whole; on a GPU it means
     tiles of 1024. An int splits the image into equal tiles of at most that size, each seeing
     ``overlap`` pixels of context (default and minimum: the net's receptive radius). Every mode
     equals whole-image inference up to float rounding, with memory bounded by the band or tile.
 
     ``conv``: ``"auto"`` computes the 3x3 convolutions by Winograd's algorithm on a CPU where
-    NNPACK runs (:mod:`pairlie.infer.winograd`), else directly; ``"winograd"`` insists (ConfigError where
+    NNPACK runs (`pairlie.infer.winograd`), else directly; ``"winograd"`` insists (ConfigError where
     it cannot run); ``"direct"`` is the exact path. Both agree to float rounding; a Winograd call
-    that fails at run time falls back to the direct path with a warning. :attr:`conv` says which runs.
+    that fails at run time falls back to the direct path with a warning. `conv` says which runs.
 
     ``precision``: ``"auto"`` runs the convolutions in bf16 on a CPU that computes bf16 natively
     (AVX512_BF16, AMX) and with ``conv="auto"``, else in fp32; ``"fp32"`` is the exact path;
     ``"bf16"`` insists (CPU or CUDA); ``"fp16"`` on CUDA (``half=True`` is its older name). In bf16
     the nets' sigmoid outputs and ``L**gamma`` stay fp32, the ReLUs run inside the convolutions,
     zero padding works as in fp32, ``tile="auto"`` computes bands of rows with recomputed context
-    instead of streaming rows (:func:`pairlie.infer.streaming.banded`), and Winograd does not apply.
-    :attr:`precision` says which runs (:mod:`pairlie.infer.precision`). ``"int8"`` (CPU, the paper's nets,
+    instead of streaming rows (`pairlie.infer.streaming.banded`), and Winograd does not apply.
+    `precision` says which runs (`pairlie.infer.precision`). ``"int8"`` (CPU, the paper's nets,
     ``tile="auto"``) runs N's and L's ReLU layers in int8 and the rest as bf16 (fp32 on a CPU
-    without native bf16) (:mod:`pairlie.infer.int8`),
+    without native bf16) (`pairlie.infer.int8`),
     calibrated on ``calibration``: image paths, a folder, PIL images, uint8 arrays or float tensors
     like the ones to enhance (12 are used).
     """
@@ -374,8 +374,8 @@ class Enhancer:
     def from_pretrained(cls, gamma: float | None = None, **kwargs) -> Enhancer:
         """An Enhancer with the authors' published weights, downloaded once into the cache and checked by SHA-256.
 
-        The cache is ``$PAIRLIE_WEIGHTS_DIR``, else ``~/.cache/pairlie/weights`` (see :mod:`pairlie.model.weights`);
-        ``gamma`` and the other arguments are :meth:`from_checkpoint`'s.
+        The cache is ``$PAIRLIE_WEIGHTS_DIR``, else ``~/.cache/pairlie/weights`` (see `pairlie.model.weights`);
+        ``gamma`` and the other arguments are `from_checkpoint`'s.
         """
         return cls.from_checkpoint(official_weights(), gamma=gamma, **kwargs)
 
@@ -385,9 +385,9 @@ class Enhancer:
     ) -> Enhancer:
         """An Enhancer from a pairlie ``.ckpt`` or the official ``.pth``; ``gamma`` defaults to the checkpoint's.
 
-        ``path="official"`` is the authors' published ``PairLIE.pth`` (see :meth:`from_pretrained`).
+        ``path="official"`` is the authors' published ``PairLIE.pth`` (see `from_pretrained`).
         The file is read as data; a net of your own is rebuilt only when its module is in ``trust``
-        (``trust=["my_nets"]``: see :mod:`pairlie.trust`).
+        (``trust=["my_nets"]``: see `pairlie.trust`).
         """
         if is_official(path):
             path = official_weights()

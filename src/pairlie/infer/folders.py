@@ -106,10 +106,10 @@ def enhance_files(
     over ``max_pixels`` pixels; None: no cap), and
     ``(file, note)`` for each one enhanced with a caveat (first frame of an animation, GIF as PNG).
     A file that cannot be written for want of space or permission stops the batch with a one-line
-    :class:`~pairlie.io.files.WriteError` (every later file would fail the same way); the images
+    `WriteError` (every later file would fail the same way); the images
     written before it are kept.
     With ``brightness``, each image gets the γ that brings its mean to that value
-    (:func:`pairlie.infer.enhancer.gamma_for_brightness`), appended to ``chosen`` as
+    (`pairlie.infer.enhancer.gamma_for_brightness`), appended to ``chosen`` as
     ``(output path relative to output, γ, mean of the written image)``.
     """
     check_jpeg_quality(jpeg_quality)

@@ -75,12 +75,12 @@ def quantize(x: Tensor, scale: float) -> Tensor:
 
 
 class Int8Net:
-    """The ReLU layers of N and L of a :class:`PairLIENet` as :class:`Int8Conv` s, calibrated on ``images``.
+    """The ReLU layers of N and L of a `PairLIENet` as `Int8Conv`s, calibrated on ``images``.
 
     The last layer of each stays in the net's own precision: in int8 its weights cost 0.026 dB and
     0.003 SSIM on LOL-test. ``images``: 3×H×W float tensors in [0, 1] like the ones to enhance
-    (low-light photos; :func:`calibration_images` reads and crops them); the first
-    :data:`CALIBRATION_IMAGES` are used. ``net`` must be fp32 (the weights are quantised from it).
+    (low-light photos; `calibration_images` reads and crops them); the first
+    `CALIBRATION_IMAGES` are used. ``net`` must be fp32 (the weights are quantised from it).
     """
 
     def __init__(self, net: PairLIENet, images: Iterable[Tensor]) -> None:
@@ -170,7 +170,7 @@ def unfit(net: torch.nn.Module) -> str | None:
 
 
 def calibration_images(items: Iterable | str | Path) -> list[Tensor]:
-    """Up to :data:`CALIBRATION_IMAGES` centre crops (3×H×W float tensors, at most :data:`CALIBRATION_SIZE` a side).
+    """Up to `CALIBRATION_IMAGES` centre crops (3×H×W float tensors, at most `CALIBRATION_SIZE` a side).
 
     ``items``: a folder (the images in it and below), image paths, PIL images, uint8 or uint16 H×W×3
     arrays, or float tensors 3×H×W or N×3×H×W in [0, 1]. Paths are taken evenly spread; a file that
@@ -222,7 +222,7 @@ def calibration_images(items: Iterable | str | Path) -> list[Tensor]:
 
 
 def _crop(image: Tensor) -> Tensor:
-    """The centre :data:`CALIBRATION_SIZE` square of a 3×H×W image (a copy), at least 2×2 (replicated, as enhancing pads)."""
+    """The centre `CALIBRATION_SIZE` square of a 3×H×W image (a copy), at least 2×2 (replicated, as enhancing pads)."""
     top = max(0, (image.shape[-2] - CALIBRATION_SIZE) // 2)
     left = max(0, (image.shape[-1] - CALIBRATION_SIZE) // 2)
     crop = image[..., top : top + CALIBRATION_SIZE, left : left + CALIBRATION_SIZE].clone()
@@ -231,6 +231,6 @@ def _crop(image: Tensor) -> Tensor:
 
 
 def spread(paths: list) -> list:
-    """At most :data:`CALIBRATION_IMAGES` of ``paths``, evenly spread over them (a folder of scenes gives many scenes)."""
+    """At most `CALIBRATION_IMAGES` of ``paths``, evenly spread over them (a folder of scenes gives many scenes)."""
     count = min(CALIBRATION_IMAGES, len(paths))
     return [paths[i * len(paths) // count] for i in range(count)]

@@ -3,7 +3,7 @@
 A CPU with AVX512_BF16 or AMX computes bf16 dot products at two to several times its fp32 rate;
 elsewhere PyTorch emulates bf16, about 50x slower than fp32. ``precision=auto`` therefore takes bf16
 only where the CPU has it natively, and never int8 (opt-in: it changes the images more, and needs
-calibration images; :mod:`pairlie.infer.int8`).
+calibration images; `pairlie.infer.int8`).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def _fused_relu_reason() -> str | None:
 
 
 def fuses_relu(dtype: torch.dtype) -> bool:
-    """Whether :func:`conv2d_relu` runs fused for maps of ``dtype``: bf16, where oneDNN's fused op passes its probe.
+    """Whether `conv2d_relu` runs fused for maps of ``dtype``: bf16, where oneDNN's fused op passes its probe.
 
     In bf16 a separate ReLU pass over a band costs half as much as the convolution itself (measured
     on AMX); fp32 keeps today's exact path.
@@ -153,5 +153,5 @@ def fuses_relu(dtype: torch.dtype) -> bool:
 
 
 def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]):
-    """``relu(conv2d(x, weight, bias, padding=padding))`` in one oneDNN call (stride 1): check :func:`fuses_relu` first."""
+    """``relu(conv2d(x, weight, bias, padding=padding))`` in one oneDNN call (stride 1): check `fuses_relu` first."""
     return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), [1, 1], [1, 1], 1, "relu", [], "")

@@ -2,7 +2,7 @@
 
 Tiling is exact when every tile carries this many pixels of context. A net says its radius with an
 integer attribute ``receptive_radius``; otherwise it is derived where the structure is known
-(:class:`~pairlie.model.nets.PairLIENet` of sequential parts built from the layers below) and is None
+(`PairLIENet` of sequential parts built from the layers below) and is None
 where it is not: an unknown layer is never guessed at.
 """
 
@@ -101,7 +101,7 @@ def sequence_radius(layers: nn.Sequential) -> int | None:
 
 
 def unknown_layer(net: nn.Module) -> str:
-    """The first layer that keeps :func:`receptive_radius` from deriving ``net``'s radius, for messages."""
+    """The first layer that keeps `receptive_radius` from deriving ``net``'s radius, for messages."""
     for name, module in net.named_modules():
         if module is net or isinstance(module, (nn.Sequential, ConvNet, PairLIENet)):
             continue

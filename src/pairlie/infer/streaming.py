@@ -1,8 +1,8 @@
 """Exact inference paths without padded copies of feature maps: rows streamed in bands (CPU), tiles split for any device.
 
 Both compute what ``PairLIENet.forward`` computes (reflection padding at the image borders), up to
-float rounding, and are tested against it. They apply only where :func:`streamable` proves the
-net has the paper's structure; any other net runs whole or in tiles (:mod:`pairlie.infer.enhancer`).
+float rounding, and are tested against it. They apply only where `streamable` proves the
+net has the paper's structure; any other net runs whole or in tiles (`pairlie.infer.enhancer`).
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ def conv_reflect(
     borders differ from reflection padding, and they are recomputed from three-pixel strips. On a
     side inside the image the zero ring only reaches context that the caller discards (one pixel
     per layer). ``rows_padded``: ``x`` already holds the rows above and below (streaming).
-    ``fast``: the convolution by Winograd's algorithm (:mod:`pairlie.infer.winograd`) where it pays
-    (:func:`winograd_pays`), the rings direct. ``relu``: the ReLU fused into the convolution
-    (:func:`pairlie.infer.precision.conv2d_relu`; only where :func:`pairlie.infer.precision.fuses_relu`).
+    ``fast``: the convolution by Winograd's algorithm (`pairlie.infer.winograd`) where it pays
+    (`winograd_pays`), the rings direct. ``relu``: the ReLU fused into the convolution
+    (`pairlie.infer.precision.conv2d_relu`; only where `pairlie.infer.precision.fuses_relu`).
     """
     if isinstance(conv, torch.nn.Conv2d):
         weight, bias = conv.weight, conv.bias
@@ -154,13 +154,13 @@ def forward(
     trim: bool = False,
     int8: Int8Net | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``net(x)`` (illumination, reflectance, denoised) with :func:`conv_reflect` for every layer.
+    """``net(x)`` (illumination, reflectance, denoised) with `conv_reflect` for every layer.
 
-    bf16 nets run their ReLUs fused into the convolutions (:func:`pairlie.infer.precision.fuses_relu`).
+    bf16 nets run their ReLUs fused into the convolutions (`pairlie.infer.precision.fuses_relu`).
     ``trim``: after each layer, drop the output row on each side of ``x`` that is not an image
     border (the one its zero padding reached), so no layer computes rows that are discarded
     anyway; the denoised map then lacks N's depth of rows on those sides, L and R N's plus their own.
-    ``int8``: the parts it holds run its int8 layers (:mod:`pairlie.infer.int8`); give ``x`` in fp32 then.
+    ``int8``: the parts it holds run its int8 layers (`pairlie.infer.int8`); give ``x`` in fp32 then.
     """
     top, bottom = borders[:2]
 
@@ -190,14 +190,14 @@ def banded(
 ) -> tuple[Tensor, ...]:
     """(illumination, reflectance, denoised) of an N×3×H×W image in bands of rows, each computed on its own.
 
-    The bf16 path on a CPU. A band is computed with :func:`forward` from its rows plus ``margin``
+    The bf16 path on a CPU. A band is computed with `forward` from its rows plus ``margin``
     rows of context above and below (at least the nets' receptive radius), trimmed layer by layer,
     so it recomputes about ``margin`` rows of work per band and copies no feature map of a single
     image (a batch's trimmed maps are copied): in bf16 the
-    row stream's copies of each layer's input (:func:`stream`) cost a sixth of the time (measured
+    row stream's copies of each layer's input (`stream`) cost a sixth of the time (measured
     on AMX). Bands hold ``BF16_BAND_PIXELS`` pixels and at least ``BF16_BAND_ROWS`` rows; images
     wider than ``STREAM_WIDTH`` are cut into column pieces with ``margin`` pixels of context.
-    ``int8``: N and L in int8 (:mod:`pairlie.infer.int8`), R in ``dtype``.
+    ``int8``: N and L in int8 (`pairlie.infer.int8`), R in ``dtype``.
     """
     n, _, height, width = image.shape
     parts = (net.illumination, net.reflectance, net.denoiser)
@@ -280,7 +280,7 @@ def stream(
 ) -> tuple[Tensor, ...]:
     """(illumination, reflectance, denoised) of an N×3×H×W image (H ≥ 2, W ≥ 2), rows streamed in bands.
 
-    The fp32 path on a CPU (bf16 and int8 run :func:`banded`). Every layer keeps the two input rows
+    The fp32 path on a CPU (bf16 and int8 run `banded`). Every layer keeps the two input rows
     it still needs, so no pixel is computed twice and only a
     band of each feature map is alive at a time (memory independent of the image height). Images
     wider than ``STREAM_WIDTH`` are cut into column pieces with ``margin`` pixels of context.

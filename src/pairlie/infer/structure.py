@@ -1,7 +1,7 @@
 """What a net is made of: whether it has the paper's structure, the condition every fast path checks first.
 
 The streamed rows, bands, Winograd and int8 paths compute the paper's nets exactly; they apply only
-where :func:`streamable` proves a net is built like them. Exact types are required throughout: a
+where `streamable` proves a net is built like them. Exact types are required throughout: a
 subclass may change ``forward``.
 """
 
@@ -17,8 +17,8 @@ STREAM_ACTIVATIONS = (torch.nn.ReLU, torch.nn.Sigmoid)
 
 
 def streamable(net: torch.nn.Module) -> bool:
-    """Whether :func:`stream` and :func:`forward` compute ``net`` exactly: a :class:`PairLIENet` whose N, L and R are
-    :class:`ConvNet` s of [ReflectionPad2d(1), 3x3 stride-1 Conv2d, ReLU or Sigmoid] blocks, N feeding L and R.
+    """Whether `stream` and `forward` compute ``net`` exactly: a `PairLIENet` whose N, L and R are
+    `ConvNet`s of [ReflectionPad2d(1), 3x3 stride-1 Conv2d, ReLU or Sigmoid] blocks, N feeding L and R.
 
     Exact types are required: a subclass may change ``forward``.
     """

@@ -3,7 +3,7 @@
 97 % of PairLIE's multiply-adds are 3x3, stride-1 convolutions, where Winograd's algorithm needs
 several times fewer multiplies than a direct convolution. NNPACK computes them on its own thread
 pool, while the rest of PyTorch runs on OpenMP, whose idle threads spin for milliseconds after each
-parallel region and take the cores NNPACK's threads need: :func:`sharing_cores` makes the two take
+parallel region and take the cores NNPACK's threads need: `sharing_cores` makes the two take
 turns instead. Results equal direct convolution up to float rounding (about 1e-5 relative), tested.
 """
 
@@ -157,7 +157,7 @@ def sharing_cores() -> Iterator[None]:
     """Let NNPACK's thread pool and PyTorch's OpenMP threads take turns on the cores, not fight over them.
 
     NNPACK's pool holds as many threads as PyTorch had when it was created (see
-    :func:`unavailable_reason`). Inside this block OpenMP runs on the calling thread only, so no
+    `unavailable_reason`). Inside this block OpenMP runs on the calling thread only, so no
     OpenMP thread spins through a convolution on NNPACK's cores; what runs on OpenMP between the
     convolutions is elementwise and memory-bound. Nested blocks are one block.
     """
@@ -191,13 +191,13 @@ def plain_3x3(conv: torch.nn.Module) -> bool:
 
 
 def runs(net: torch.nn.Module) -> bool:
-    """Whether :func:`run_net` applies to ``net``: a sequence in ``net.layers`` with at least one plain 3x3 conv."""
+    """Whether `run_net` applies to ``net``: a sequence in ``net.layers`` with at least one plain 3x3 conv."""
     layers = getattr(net, "layers", None)
     return isinstance(layers, torch.nn.Sequential) and any(plain_3x3(layer) for layer in layers)
 
 
 def run_net(net: torch.nn.Module, x: Tensor) -> Tensor:
-    """``net(x)`` for a net whose ``layers`` run in sequence, its plain 3x3 convolutions by :func:`conv2d_trainable`.
+    """``net(x)`` for a net whose ``layers`` run in sequence, its plain 3x3 convolutions by `conv2d_trainable`.
 
     Any other layer (a padded, strided or grouped conv included) runs as it is.
     """

@@ -47,7 +47,7 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
     """A file handle on a temporary file beside ``path``, renamed onto ``path`` only if the block succeeds.
 
     A full disk, a read-only folder or a file where a folder should be raises a one-line
-    :class:`WriteError` naming ``path``; the temporary file is removed whatever happens.
+    `WriteError` naming ``path``; the temporary file is removed whatever happens.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,7 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
 
 
 def check_writable_folder(folder: str | Path, key: str, value: str | Path | None = None) -> None:
-    """Raise a one-line :class:`DataError` unless ``folder`` is, or can be made, a folder this process writes in.
+    """Raise a one-line `DataError` unless ``folder`` is, or can be made, a folder this process writes in.
 
     Nothing is created: the nearest existing folder on the way is checked (a file there, or one
     named ``folder`` itself, is refused) and a nameless temporary file is opened in it and dropped.
@@ -95,7 +95,7 @@ def check_writable_folder(folder: str | Path, key: str, value: str | Path | None
 
 @contextmanager
 def removed_on_write_error(folder: Path, key: str) -> Iterator[None]:
-    """On a :class:`WriteError` in the block, remove what the block added to ``folder`` and raise it naming ``key``.
+    """On a `WriteError` in the block, remove what the block added to ``folder`` and raise it naming ``key``.
 
     What was in ``folder`` before (an earlier run's results, kept with ``overwrite=true``) stays.
     """

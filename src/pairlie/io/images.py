@@ -53,7 +53,7 @@ def _require_regular(path: Path) -> None:
 
 @contextmanager
 def _opened(path: Path) -> Iterator[Image.Image]:
-    """``Image.open(path)`` with Pillow's decompression-bomb check off: :func:`read_rgb` applies ``max_pixels`` itself."""
+    """``Image.open(path)`` with Pillow's decompression-bomb check off: `read_rgb` applies ``max_pixels`` itself."""
     _require_regular(path)
     with _BOMB_CHECK:
         pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -86,10 +86,10 @@ def read_rgb(
 
     EXIF orientation is applied; grayscale is repeated over RGB; palette, CMYK and other modes are
     converted by Pillow. An image of more than ``max_pixels`` pixels (its header says; None: no cap)
-    is refused before it is decoded. A file that cannot be decoded raises a one-line :class:`DataError`.
+    is refused before it is decoded. A file that cannot be decoded raises a one-line `DataError`.
 
     One-channel integer and float images (TIFF modes ``I;16``, ``I``, ``F``) are scaled by what they
-    hold, as they carry no bit depth of their own (see :func:`gray_levels`).
+    hold, as they carry no bit depth of their own (see `gray_levels`).
     """
     path = Path(path)
     try:
@@ -189,7 +189,7 @@ def frame_count(path: Path) -> int:
 
 
 def check_max_pixels(max_pixels: object) -> None:
-    """Raise a one-line :class:`ConfigError` unless ``max_pixels`` is a positive integer or None (no cap)."""
+    """Raise a one-line `ConfigError` unless ``max_pixels`` is a positive integer or None (no cap)."""
     if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
         raise ConfigError(
             f"max_pixels={max_pixels!r}: must be a positive integer (default {DEFAULT_MAX_PIXELS}, Pillow's), "
@@ -198,7 +198,7 @@ def check_max_pixels(max_pixels: object) -> None:
 
 
 def check_jpeg_quality(quality: object) -> None:
-    """Raise a one-line :class:`ConfigError` unless ``quality`` is an integer from 1 to 100."""
+    """Raise a one-line `ConfigError` unless ``quality`` is an integer from 1 to 100."""
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
         raise ConfigError(
             f"jpeg_quality={quality!r}: must be an integer from 1 to 100 (default 95; above 95 files grow for little gain)"

@@ -43,6 +43,6 @@ def keep_freed_memory() -> bool:
 
 
 def apply_speed_settings(cfg: Any) -> None:
-    """Process-wide settings a CLI's config asks for (``keep_freed_memory``; see :mod:`pairlie.io.speed`)."""
+    """Process-wide settings a CLI's config asks for (``keep_freed_memory``; see `pairlie.io.speed`)."""
     if cfg.get("keep_freed_memory"):
         keep_freed_memory()

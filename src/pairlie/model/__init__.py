@@ -1,5 +1,5 @@
 """The model as data: PairLIE's nets N, L and R, the loss terms, and checkpoints (pairlie's and the official weights).
 
-May import :mod:`pairlie.io`, :mod:`pairlie.specs` and :mod:`pairlie.trust`; never the stages above
+May import `pairlie.io`, `pairlie.specs` and `pairlie.trust`; never the stages above
 (inference, evaluation, training, deployment).
 """

@@ -92,7 +92,7 @@ def dense(tensor: torch.Tensor) -> bool:
 
 
 def check_data(value: Any, path: Path, key: str = "the file", depth: int = 0) -> None:
-    """Every tensor anywhere in a checkpoint dense (:func:`dense`): checked before Lightning resumes from it."""
+    """Every tensor anywhere in a checkpoint dense (`dense`): checked before Lightning resumes from it."""
     if depth > 64:
         raise DataError(f"ckpt_path={path}: nested more than 64 levels deep; not a checkpoint pairlie wrote")
     if isinstance(value, torch.Tensor):
@@ -231,7 +231,7 @@ def check_fits(spec: dict[str, Any], state: dict[str, torch.Tensor], path: Path,
 def load_net(path: str | Path, trust: str | Iterable[str] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The net ``path`` describes, rebuilt from its spec, with its weights loaded strictly; and the saved hyper-parameters.
 
-    Rebuilding imports only what :mod:`pairlie.trust` allows (pairlie's nets, ``torch.nn`` layers)
+    Rebuilding imports only what `pairlie.trust` allows (pairlie's nets, ``torch.nn`` layers)
     and the modules named in ``trust`` (``["my_nets"]``), and constructs ``nn.Module`` classes only.
     """
     path = Path(path)
@@ -261,8 +261,8 @@ def read_module(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(hyper-parameters, state_dict)`` of a pairlie Lightning checkpoint, every name in it allowed or trusted.
 
-    For :meth:`pairlie.train.module.PairLIEModule.load_from_checkpoint`: the optimiser and scheduler may
-    name ``torch.optim`` classes, loss terms pairlie's own, and the net what :func:`load_net` allows,
+    For `pairlie.train.module.PairLIEModule.load_from_checkpoint`: the optimiser and scheduler may
+    name ``torch.optim`` classes, loss terms pairlie's own, and the net what `load_net` allows,
     beyond which only ``trust``'s modules; all checked before anything is imported.
     """
     path = Path(path)

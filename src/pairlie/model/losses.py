@@ -55,11 +55,11 @@ EXPOSURE_CHOICES = ("first", "all")
 class Step:
     """The tensors of one training step, for loss terms: exposures and each one's L, R, X and I, as fp32.
 
-    ``images[k]`` is exposure ``k`` (0-based, N×C×H×W); :meth:`illumination`, :meth:`reflectance`,
-    :meth:`denoised` and :meth:`enhanced` give the nets' outputs for it, computed the first time a
+    ``images[k]`` is exposure ``k`` (0-based, N×C×H×W); `illumination`, `reflectance`,
+    `denoised` and `enhanced` give the nets' outputs for it, computed the first time a
     term asks (the paper's terms never need the illumination of the second exposure, so it is never
     computed). ``compute(k, part)`` computes a part (``"illumination"``, ``"reflectance"``,
-    ``"denoised"``); ``gamma`` is the run's γ, for :meth:`enhanced`.
+    ``"denoised"``); ``gamma`` is the run's γ, for `enhanced`.
     """
 
     def __init__(self, images: list[Tensor], compute, gamma: float | None = None) -> None:
@@ -147,7 +147,7 @@ def build_terms(config: Mapping[str, Any] | None) -> list[Term]:
     """The weighted terms of ``model.loss``: the paper's three (a number is its weight), then any others, in order.
 
     A term is a number (a paper term's weight) or a mapping: ``weight`` (default 1), ``_target_``
-    (a callable given the :class:`Step`, returning a scalar; the paper's function by default for
+    (a callable given the `Step`, returning a scalar; the paper's function by default for
     the paper's names) and keyword arguments for it. A name set to null drops the term.
     """
     from pairlie.specs import locate
@@ -219,7 +219,7 @@ def _not_scalar(value) -> str | None:
 
 
 def probe_terms(terms: list[Term], net: torch.nn.Module, gamma: float, channels: int = 3, size: int = 32) -> None:
-    """Call every term once on a small random :class:`Step` and back-propagate it: one ConfigError naming the first that fails.
+    """Call every term once on a small random `Step` and back-propagate it: one ConfigError naming the first that fails.
 
     The probe is two exposures of one random ``channels``×``size``×``size`` image, through ``net``
     in fp32 with gradients, as a training step runs it: a term that breaks only in backward (an

@@ -3,7 +3,7 @@
 The defaults are the paper's nets. Their shape is configurable (``model.net.*``: channels, width,
 depth, padding and each net's output activation), and each of N, L and R can be replaced by any
 ``nn.Module`` (``model.net.reflectance: {_target_: ...}``). A net of one's own replaces
-:class:`PairLIENet` whole: its ``forward(im)`` returns ``(illumination, reflectance, denoised)``.
+`PairLIENet` whole: its ``forward(im)`` returns ``(illumination, reflectance, denoised)``.
 """
 
 from __future__ import annotations

@@ -193,7 +193,7 @@ class _Quiet(logging.Filter):
 
 
 def quiet_lightning() -> None:
-    """Install :class:`_Quiet` on the loggers Lightning announces through."""
+    """Install `_Quiet` on the loggers Lightning announces through."""
     for name in (
         "lightning.pytorch.utilities.rank_zero",
         "lightning.fabric.utilities.rank_zero",

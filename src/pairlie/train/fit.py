@@ -1,6 +1,6 @@
 """One training run from a composed config: checks before a run folder exists, the fit, the end-of-run report.
 
-What ``pairlie-train`` calls (:mod:`pairlie.cli.train` only wires it to Hydra); tests call it too.
+What ``pairlie-train`` calls (`pairlie.cli.train` only wires it to Hydra); tests call it too.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def differing(ours: Mapping, defaults: Mapping, given: Iterable[str] = ()) -> di
 
 
 def run_params(cfg) -> dict[str, Any]:
-    """``pairlie-train``'s keys of this run (a composed Hydra config) that HParams shows: :func:`differing` from a bare run's.
+    """``pairlie-train``'s keys of this run (a composed Hydra config) that HParams shows: `differing` from a bare run's.
 
     The defaults are those of ``pairlie-train`` with no overrides, composed by the running Hydra app
     (its ``--config-dir`` included) or, outside one, from the package's configs. Empty where the

@@ -68,7 +68,7 @@ class PairLIEModule(SkipsNonFiniteSteps, Accounting, L.LightningModule):
     ) -> None:
         """``net``: a spec (``{"_target_": ..., ...}``, the paper's nets at ``width`` by default) or a module.
 
-        ``loss``: the weighted terms (:func:`pairlie.model.losses.build_terms`). ``optimizer``/``scheduler``:
+        ``loss``: the weighted terms (`pairlie.model.losses.build_terms`). ``optimizer``/``scheduler``:
         ``_partial_`` specs called with the parameters / the optimiser (Adam 1e-4 and StepLR halving
         every 100 epochs by default); keys without a ``_target_`` adjust the default's.
         """

@@ -53,7 +53,7 @@ def _part(given: Mapping | None, default: dict, key: str) -> dict:
 def _instantiate(spec: dict, key: str, *args, trust: tuple[str, ...] | None = None):
     """``spec`` (a ``_partial_`` optimiser or scheduler spec) called with ``args``; one-line ConfigError otherwise.
 
-    Built by :func:`pairlie.specs.build_part`, not Hydra: a spec's values stay values.
+    Built by `pairlie.specs.build_part`, not Hydra: a spec's values stay values.
     """
     kind = key.rsplit(".", 1)[-1]
     lr_scheduler = torch.optim.lr_scheduler

@@ -1,6 +1,6 @@
 """OmegaConf resolvers the configs use: where a run starts, which job it belongs to, which rank writes.
 
-Registered when :mod:`pairlie` is imported, which Hydra does before it reads ``pkg://pairlie.configs``.
+Registered when `pairlie` is imported, which Hydra does before it reads ``pkg://pairlie.configs``.
 Unlike ``${hydra:runtime.cwd}`` they resolve before Hydra has set its runtime config, which a
 multirun's ``hydra.sweep.dir`` needs.
 """
