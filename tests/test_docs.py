@@ -237,7 +237,7 @@ def test_mkdocs_builds_the_site_strictly_with_every_page_and_the_api_reference(s
         assert (site / ("index.html" if name == "index" else f"{name}/index.html")).is_file(), page
     api = (site / "api" / "index.html").read_text()
     # rendered from the docstrings: the Enhancer's own first line
-    assert 'id="pairlie.infer.enhancer.Enhancer"' in api and "from_checkpoint" in api
+    assert 'id="pairlie.Enhancer"' in api and "from_checkpoint" in api
 
 
 @NEEDS_MKDOCS

@@ -21,18 +21,40 @@ DEFAULT_TRAIN_SET = "pairlie.data.ExposurePairDataset"
 
 
 class PairLIEDataModule(L.LightningDataModule):
-    """Scenes from ``train_dir``; low/high pairs from ``val_dir`` (validation) and ``test_dir`` (test).
+    """Scenes from `train_dir`; low/high pairs from `val_dir` (validation) and `test_dir` (test).
 
-    Every folder is checked and every training image decoded in `setup`, so bad data stops
-    the run with a one-line message before the first step. ``demo_root`` builds the embedded demo
-    set there first when it is missing. Training order, exposures, crops and flips follow from
-    ``seed`` (null: the run's ``seed_everything`` seed), the epoch, the item and the rank
-    (`pairlie.data.sampling`). ``pairlie-test`` scores ``test_set.pairs`` itself.
+    `pairlie-train` builds it from the `data.*` keys. Every folder is checked and every training
+    image decoded in `setup()`, so bad data stops the run with a one-line message before the first
+    step. Training order, exposures, crops and flips follow from `seed`, the epoch, the item and
+    the rank. `pairlie-test` scores `test_set.pairs` itself.
 
-    ``gamma`` is not used here: it is the data preset's γ (``data.gamma``: LOL 0.14, SICE 0.2), which
-    the configs read (``model.gamma``'s default, ``pairlie-test``'s γ), taken because Hydra passes
-    every key of ``data`` to this class. ``max_pixels``: validation and test images over this many
-    pixels are refused from their header (``pairlie-test`` passes its ``max_pixels`` key; None: no cap).
+    Args:
+        train_dir: One sub-folder per scene, two or more exposures each
+            ([`discover_scenes`][pairlie.data.discover_scenes]).
+        val_dir: `low/` and `high/` with matching names
+            ([`discover_pairs`][pairlie.data.discover_pairs]).
+        test_dir: As `val_dir`, or a folder of images without references (scored by NIQE and LOE).
+        patch_size: Side of the random crop, the same window on every exposure; `None`: whole images.
+        batch_size: Items per training batch.
+        num_workers: DataLoader worker processes (images are decoded once and cached, so workers
+            rarely help).
+        augment: The same random flips on every exposure of an item (off, as published).
+        repeats: Visits of every scene per epoch.
+        pairing: `"name"` (equal file names), `"sice"` (`low/<seq>_<k>.ext` with `high/<seq>.ext`)
+            or `"auto"` (names, then the SICE rule).
+        val_limit: Score only the first N validation pairs; `None`: all.
+        test_limit: Score only the first N test pairs; `None`: all.
+        cache: Keep the decoded training images in memory.
+        pin_memory: The DataLoaders' `pin_memory`.
+        demo_root: Build the embedded demo set here when it is missing.
+        gamma: Not used here: the data preset's γ (`data.gamma`: LOL 0.14, SICE 0.2), which the
+            configs read (`model.gamma`'s default, `pairlie-test`'s γ); taken because Hydra passes
+            every key of `data` to this class.
+        seed: Seed of the training draws; `None`: the run's `seed_everything` seed.
+        train_set: A spec of the training set (`data.train_set`); `None`:
+            [`ExposurePairDataset`][pairlie.data.ExposurePairDataset] with two exposures.
+        max_pixels: Validation and test images over this many pixels are refused from their header;
+            `None`: no cap.
     """
 
     def __init__(

@@ -41,20 +41,28 @@ def check_patch_size(patch_size: object) -> None:
 
 
 class ExposurePairDataset(Dataset):
-    """Item ``i`` is ``exposures`` distinct random exposures of scene ``i % len(scenes)``, cropped to the same window.
+    """Item `i` is `exposures` distinct random exposures of scene `i % len(scenes)`, cropped to the same window.
 
-    The training-set contract (``data.train_set._target_`` may name any class that keeps it): the
-    class is called with ``scenes`` (`Scene` list), ``patch_size``,
-    ``augment``, ``repeats``, ``cache`` and its own keys from ``data.train_set``; ``len()`` is the
-    items of one epoch; ``dataset[Draw(index, seed)]`` returns a tuple of two or more float tensors
-    C×H×W in [0, 1], all of one size, the exposures of one scene (the first is the one the paper's
-    retinex and fidelity terms use). Every random choice comes from ``torch.Generator().manual_seed(seed)``,
-    where the sampler mixes the seed from (run seed, epoch, item, rank): runs repeat exactly, ranks
-    and epochs differ, and the number of loader workers changes nothing.
+    The training-set contract (`data.train_set._target_` may name any class that keeps it): the
+    class is called with `scenes`, `patch_size`, `augment`, `repeats`, `cache` and its own keys
+    from `data.train_set` (here `exposures`); `len()` is the items of one epoch; `dataset[Draw(index, seed)]` returns a
+    tuple of two or more float tensors C×H×W in [0, 1], all of one size, the exposures of one scene
+    (the first is the one the paper's retinex and fidelity terms use). Every random choice comes
+    from `torch.Generator().manual_seed(seed)`, where the sampler mixes the seed from (run seed,
+    epoch, item, rank): runs repeat exactly, ranks and epochs differ, and the number of loader
+    workers changes nothing.
 
     Every file is decoded once here, so an unreadable file stops the run before training, naming
-    the file. With ``cache=True`` the decoded uint8 images stay in memory (SICE-train: ~500 MB) and
-    no step touches the disk again.
+    the file.
+
+    Args:
+        scenes: The training scenes, as [`discover_scenes`][pairlie.data.discover_scenes] finds them.
+        patch_size: Side of the random crop, the same window on every exposure; `None`: whole images.
+        augment: The same random flips on every exposure of an item.
+        repeats: Visits of every scene per epoch.
+        cache: Keep the decoded uint8 images in memory (SICE-train: ~500 MB), so that no step
+            touches the disk again.
+        exposures: Distinct exposures of one scene per item, 2 or more (the paper's pairs: 2).
     """
 
     def __init__(

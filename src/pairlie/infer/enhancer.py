@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +46,14 @@ AUTO_GAMMA_RANGE = (0.01, 1.0)
 
 @dataclass
 class Decomposition:
-    """PairLIE's outputs for one image, each N×C×H×W float in [0, 1]: L, R, the denoised X, and I."""
+    """PairLIE's outputs for a batch of images, each N×C×H×W float32 in [0, 1] on the CPU.
+
+    Attributes:
+        illumination: L, one channel (C=1).
+        reflectance: R, the scene's colours without its lighting (C=3).
+        denoised: X, the input after the denoiser N (C=3); input − X is the noise removed.
+        enhanced: I, the enhanced image `L**gamma * R` (C=3).
+    """
 
     illumination: Tensor
     reflectance: Tensor
@@ -178,41 +187,54 @@ def tile_forward(run, batch: Tensor, tile: int, overlap: int, align: int = 1) ->
 class Enhancer:
     """Enhances PIL images, uint8 H×W×3 arrays or float tensors with a trained PairLIE model.
 
-    Layouts: `enhance` takes and returns the same kind: a PIL image (RGB, or RGBA whose alpha is
-    kept), a uint8 NumPy array H×W×3 (RGB, channels last), or a float tensor 3×H×W or N×3×H×W
-    (RGB, channels first, values in [0, 1]) on any device. `decompose` takes a float tensor
-    3×H×W or N×3×H×W and returns N×C×H×W float32 CPU tensors in [0, 1]: illumination (C=1),
-    reflectance, denoised and enhanced (C=3). The net passed in is copied, never changed.
+    [`enhance`][pairlie.Enhancer.enhance] takes and returns the same kind: a PIL image (RGB, or RGBA
+    whose alpha is kept), a uint8 NumPy array H×W×3 (RGB, channels last), or a float tensor 3×H×W or
+    N×3×H×W (RGB, channels first, values in [0, 1]) on any device.
+    [`decompose`][pairlie.Enhancer.decompose] takes a float tensor and returns its
+    [`Decomposition`][pairlie.infer.enhancer.Decomposition]. The net passed in is copied, never
+    changed. Every tiling mode equals whole-image inference up to float rounding, with memory
+    bounded by the band or tile.
 
-    ``net``: the paper's `PairLIENet` or any module whose ``forward(im)`` returns
-    ``(illumination, reflectance, denoised)``. The fast paths (streamed rows, Winograd) run only
-    where `pairlie.infer.streaming.streamable` proves the net has the paper's structure; any other
-    net runs whole or in tiles with its own receptive radius (`pairlie.infer.receptive.receptive_radius`).
+    Args:
+        net: The paper's [`PairLIENet`][pairlie.model.nets.PairLIENet] or any module whose
+            `forward(im)` returns `(illumination, reflectance, denoised)`. The fast paths (streamed
+            rows, Winograd, int8) run only where [`streamable`][pairlie.infer.streaming.streamable]
+            proves the net has the paper's structure; any other net runs whole or in tiles with its
+            own receptive radius ([`receptive_radius`][pairlie.infer.receptive.receptive_radius]).
+        gamma: γ of the enhanced image `I = L**gamma * R`, a number > 0 (the authors used 0.14 on
+            LOL, 0.2 on SICE). Default 0.2.
+        device: `"auto"` (CUDA where present, else the CPU), `"cpu"`, `"cuda"`, `"cuda:<index>"` or
+            `"mps"`.
+        half: 16-bit inference on a CUDA GPU: the older spelling of `precision="fp16"`.
+        tile: `"auto"`, an int, or `None` for whole images. `"auto"` on a CPU streams the rows through
+            the paper's nets in cache-sized bands, computing each pixel once, and runs other nets in
+            tiles of 512 pixels where their receptive radius is known, else whole; on a GPU it means
+            tiles of 1024. An int (16 or more) splits the image into equal tiles of at most that size.
+        overlap: Pixels of context around each tile, computed and discarded. `None`: the net's
+            receptive radius (10 for the paper's nets), which is also the least allowed.
+        conv: `"auto"` computes the 3x3 convolutions by Winograd's algorithm on a CPU where NNPACK
+            runs and measures faster, else directly; `"winograd"` insists (a `ConfigError` where it
+            cannot run); `"direct"` is the exact path. Both agree to float rounding; a Winograd call
+            that fails at run time falls back to the direct path with a warning.
+        precision: `"auto"` runs the convolutions in bf16 on a CPU that computes bf16 natively
+            (AVX512_BF16, AMX) when `conv="auto"`, else in fp32; `"fp32"` is the exact path;
+            `"bf16"` insists (CPU or CUDA); `"fp16"` runs on CUDA. In bf16 the nets' sigmoid outputs
+            and `L**gamma` stay fp32, the ReLUs run inside the convolutions, `tile="auto"` computes
+            bands of rows with recomputed context, and Winograd does not apply. `"int8"` (CPU, the
+            paper's nets, `tile="auto"`) runs N's and L's ReLU layers in int8 and the rest in bf16
+            (fp32 on a CPU without native bf16).
+        calibration: For `precision="int8"` only, which needs it: image paths, a folder, PIL images,
+            uint8 arrays or float tensors like the ones to enhance (12 are used).
 
-    ``tile``: ``"auto"``, an int, or ``None`` for whole images. ``"auto"`` on a CPU streams the rows
-    through the paper's nets in cache-sized bands, computing each pixel once (`pairlie.infer.streaming.stream`;
-    bf16: `pairlie.infer.streaming.banded`),
-    and runs other nets in tiles of 512 where their radius is known, else whole; on a GPU it means
-    tiles of 1024. An int splits the image into equal tiles of at most that size, each seeing
-    ``overlap`` pixels of context (default and minimum: the net's receptive radius). Every mode
-    equals whole-image inference up to float rounding, with memory bounded by the band or tile.
+    Attributes:
+        gamma (float): The γ every image is enhanced with.
+        device (torch.device): Where the net runs.
+        conv (str): The convolution that runs: `"winograd"` or `"direct"`.
+        precision (str): The precision that runs: `"fp32"`, `"bf16"`, `"fp16"` or `"int8"`.
 
-    ``conv``: ``"auto"`` computes the 3x3 convolutions by Winograd's algorithm on a CPU where
-    NNPACK runs (`pairlie.infer.winograd`), else directly; ``"winograd"`` insists (ConfigError where
-    it cannot run); ``"direct"`` is the exact path. Both agree to float rounding; a Winograd call
-    that fails at run time falls back to the direct path with a warning. `conv` says which runs.
-
-    ``precision``: ``"auto"`` runs the convolutions in bf16 on a CPU that computes bf16 natively
-    (AVX512_BF16, AMX) and with ``conv="auto"``, else in fp32; ``"fp32"`` is the exact path;
-    ``"bf16"`` insists (CPU or CUDA); ``"fp16"`` on CUDA (``half=True`` is its older name). In bf16
-    the nets' sigmoid outputs and ``L**gamma`` stay fp32, the ReLUs run inside the convolutions,
-    zero padding works as in fp32, ``tile="auto"`` computes bands of rows with recomputed context
-    instead of streaming rows (`pairlie.infer.streaming.banded`), and Winograd does not apply.
-    `precision` says which runs (`pairlie.infer.precision`). ``"int8"`` (CPU, the paper's nets,
-    ``tile="auto"``) runs N's and L's ReLU layers in int8 and the rest as bf16 (fp32 on a CPU
-    without native bf16) (`pairlie.infer.int8`),
-    calibrated on ``calibration``: image paths, a folder, PIL images, uint8 arrays or float tensors
-    like the ones to enhance (12 are used).
+    Raises:
+        ConfigError: An argument that cannot work here, in one line naming it and the fix (a
+            `pairlie.errors.PairLIEError`).
     """
 
     def __init__(
@@ -225,7 +247,7 @@ class Enhancer:
         overlap: int | None = None,
         conv: str = "auto",
         precision: str = "auto",
-        calibration=None,
+        calibration: Iterable | str | Path | None = None,
     ) -> None:
         if not isinstance(gamma, (int, float)) or gamma <= 0:
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
@@ -371,23 +393,32 @@ class Enhancer:
         )
 
     @classmethod
-    def from_pretrained(cls, gamma: float | None = None, **kwargs) -> Enhancer:
+    def from_pretrained(cls, gamma: float | None = None, **kwargs: Any) -> Enhancer:
         """An Enhancer with the authors' published weights, downloaded once into the cache and checked by SHA-256.
 
-        The cache is ``$PAIRLIE_WEIGHTS_DIR``, else ``~/.cache/pairlie/weights`` (see `pairlie.model.weights`);
-        ``gamma`` and the other arguments are `from_checkpoint`'s.
+        The cache is `$PAIRLIE_WEIGHTS_DIR`, else `~/.cache/pairlie/weights`.
+
+        Args:
+            gamma: γ of the enhanced image; `None`: 0.2.
+            **kwargs: The other arguments of [`Enhancer`][pairlie.Enhancer] (`device`, `tile`, ...).
         """
         return cls.from_checkpoint(official_weights(), gamma=gamma, **kwargs)
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, gamma: float | None = None, trust: str | list[str] | None = None, **kwargs
+        cls, path: str | Path, gamma: float | None = None, trust: str | list[str] | None = None, **kwargs: Any
     ) -> Enhancer:
-        """An Enhancer from a pairlie ``.ckpt`` or the official ``.pth``; ``gamma`` defaults to the checkpoint's.
+        """An Enhancer from a pairlie `.ckpt` or the official `.pth`; `gamma` defaults to the checkpoint's.
 
-        ``path="official"`` is the authors' published ``PairLIE.pth`` (see `from_pretrained`).
-        The file is read as data; a net of your own is rebuilt only when its module is in ``trust``
-        (``trust=["my_nets"]``: see `pairlie.trust`).
+        The file is read as data: a net of your own is rebuilt only when its module is in `trust`.
+
+        Args:
+            path: A checkpoint file, or `"official"` for the authors' published `PairLIE.pth`
+                (see [`from_pretrained`][pairlie.Enhancer.from_pretrained]).
+            gamma: γ of the enhanced image; `None`: the one saved in the checkpoint, else 0.2.
+            trust: Modules of your own the checkpoint's net may import (`["my_nets"]`); `None`:
+                pairlie's and `torch.nn`'s only.
+            **kwargs: The other arguments of [`Enhancer`][pairlie.Enhancer] (`device`, `tile`, ...).
         """
         if is_official(path):
             path = official_weights()
@@ -398,7 +429,15 @@ class Enhancer:
 
     @torch.no_grad()
     def decompose(self, image: Tensor) -> Decomposition:
-        """L, R, X and the enhanced I of an N×3×H×W (or 3×H×W) float tensor in [0, 1], on the CPU."""
+        """L, R, X and the enhanced I of an N×3×H×W (or 3×H×W) float tensor in [0, 1], on the CPU.
+
+        Args:
+            image: A float tensor N×3×H×W or 3×H×W in [0, 1], on any device.
+
+        Returns:
+            N×C×H×W float32 CPU tensors in [0, 1]: illumination (C=1), reflectance, denoised and
+                enhanced (C=3).
+        """
         batch = image[None] if image.dim() == 3 else image
         channels = self.channels
         if batch.dim() != 4 or (channels is not None and batch.shape[1] != channels):
@@ -449,12 +488,17 @@ class Enhancer:
             return self._run(batch, (True, True, True, True))
         return tile_forward(self._run, batch, tile, self.overlap, self.align)
 
-    def enhance(self, image):
-        """The enhanced image, of the same kind as ``image``.
+    def enhance(self, image: Image.Image | np.ndarray | Tensor) -> Image.Image | np.ndarray | Tensor:
+        """The enhanced image, of the same kind as `image`.
 
-        - PIL image: an RGB PIL image (an alpha channel is carried over unchanged: RGBA in, RGBA out).
-        - uint8 NumPy array H×W×3: uint8 H×W×3, quantised by truncation as the authors saved.
-        - float tensor 3×H×W or N×3×H×W in [0, 1]: float tensor of the same shape.
+        Args:
+            image: A PIL image, a uint8 NumPy array H×W×3 (RGB), or a float tensor 3×H×W or N×3×H×W
+                in [0, 1] on any device.
+
+        Returns:
+            For a PIL image, an RGB PIL image (an alpha channel is carried over unchanged: RGBA in,
+                RGBA out); for a uint8 array, a uint8 H×W×3 array, quantised by truncation as the
+                authors saved; for a float tensor, a float tensor of the same shape, dtype and device.
         """
         if isinstance(image, Image.Image):
             alpha = image.getchannel("A") if "A" in image.getbands() else None

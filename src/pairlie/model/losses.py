@@ -55,14 +55,31 @@ EXPOSURE_CHOICES = ("first", "all")
 class Step:
     """The tensors of one training step, for loss terms: exposures and each one's L, R, X and I, as fp32.
 
-    ``images[k]`` is exposure ``k`` (0-based, N×C×H×W); `illumination`, `reflectance`,
-    `denoised` and `enhanced` give the nets' outputs for it, computed the first time a
-    term asks (the paper's terms never need the illumination of the second exposure, so it is never
-    computed). ``compute(k, part)`` computes a part (``"illumination"``, ``"reflectance"``,
-    ``"denoised"``); ``gamma`` is the run's γ, for `enhanced`.
+    The loss-term contract: a term is a function `fn(step, **kwargs)` returning a scalar tensor
+    ([`build_terms`][pairlie.model.losses.build_terms] builds them from `model.loss`). It reads the
+    exposures from `images` and the nets' outputs from
+    [`illumination`][pairlie.model.losses.Step.illumination],
+    [`reflectance`][pairlie.model.losses.Step.reflectance],
+    [`denoised`][pairlie.model.losses.Step.denoised] and
+    [`enhanced`][pairlie.model.losses.Step.enhanced]. Each output is computed the first time a
+    term asks and shared by every term after it (the paper's terms never need the illumination of
+    the second exposure, so it is never computed); gradients flow through all of them, also under
+    mixed precision. `len(step)` is the number of exposures (2 in the paper).
+
+    Args:
+        images: The step's exposures of one batch of scenes, each N×C×H×W in [0, 1].
+        compute: `compute(k, part)` returns the nets' output `part` (`"illumination"`,
+            `"reflectance"` or `"denoised"`) for exposure `k`.
+        gamma: The run's γ, for [`enhanced`][pairlie.model.losses.Step.enhanced]; `None`: a step
+            without one.
+
+    Attributes:
+        images (list[Tensor]): The exposures as fp32: `images[k]` is exposure `k` (0-based; the
+            paper's retinex and fidelity terms use 0).
+        gamma (float | None): The run's γ (`model.gamma`).
     """
 
-    def __init__(self, images: list[Tensor], compute, gamma: float | None = None) -> None:
+    def __init__(self, images: list[Tensor], compute: Callable[[int, str], Tensor], gamma: float | None = None) -> None:
         self.images = [im.float() for im in images]
         self._compute = compute
         self.gamma = gamma
@@ -81,12 +98,15 @@ class Step:
         self._cache[(k, part)] = value.float()
 
     def illumination(self, k: int = 0) -> Tensor:
+        """L of exposure `k` (0-based), L's output on X: N×1×H×W fp32 for the paper's nets."""
         return self._get(k, "illumination")
 
     def reflectance(self, k: int = 0) -> Tensor:
+        """R of exposure `k` (0-based), R's output on X: N×C×H×W fp32, the same scene's colours in every exposure."""
         return self._get(k, "reflectance")
 
     def denoised(self, k: int = 0) -> Tensor:
+        """X of exposure `k` (0-based), the denoiser N's output on `images[k]`: N×C×H×W fp32."""
         return self._get(k, "denoised")
 
     def enhanced(self, k: int = 0) -> Tensor:
@@ -147,7 +167,7 @@ def build_terms(config: Mapping[str, Any] | None) -> list[Term]:
     """The weighted terms of ``model.loss``: the paper's three (a number is its weight), then any others, in order.
 
     A term is a number (a paper term's weight) or a mapping: ``weight`` (default 1), ``_target_``
-    (a callable given the `Step`, returning a scalar; the paper's function by default for
+    (a callable given the [`Step`][pairlie.model.losses.Step], returning a scalar; the paper's function by default for
     the paper's names) and keyword arguments for it. A name set to null drops the term.
     """
     from pairlie.specs import locate

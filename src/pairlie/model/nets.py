@@ -83,11 +83,23 @@ def conv_macs(conv: nn.Conv2d) -> int:
 
 
 class PairLIENet(nn.Module):
-    """N, L and R together: ``forward(im)`` returns ``(illumination, reflectance, denoised)``.
+    """N, L and R together: `forward(im)` returns `(illumination, reflectance, denoised)`.
 
-    ``channels``: of the input, the denoised X and R (3 for RGB); L has one. ``width``, ``depth``,
-    ``padding``: of every built net. ``denoiser``/``illumination``/``reflectance``: a module that
-    replaces that net (``None``: built from the keys); ``*_output``: a built net's last activation.
+    The denoiser N turns the input `im` into X; L and R decompose X into the illumination and the
+    reflectance. Each net the arguments build is `depth` [pad, 3x3 conv, ReLU] blocks and an output
+    block, as in the paper.
+
+    Args:
+        width: Channels of every hidden layer of the built nets (64 in the paper).
+        channels: Channels of the input, of X and of R (3 for RGB); L has one.
+        depth: [pad, 3x3 conv, ReLU] blocks before each built net's output convolution (4 in the paper).
+        padding: `"reflect"` (the paper's) or `"zeros"`, in every built net.
+        denoiser_output: N's last activation: `"sigmoid"`, `"relu"` or `"identity"`.
+        illumination_output: L's last activation, as above.
+        reflectance_output: R's last activation, as above.
+        denoiser: A module of your own for N; `None`: built from the arguments above.
+        illumination: A module of your own for L (one output channel); `None`: built.
+        reflectance: A module of your own for R; `None`: built.
     """
 
     def __init__(

@@ -50,7 +50,34 @@ def default_hparams() -> dict[str, Any]:
 
 
 class PairLIEModule(SkipsNonFiniteSteps, Accounting, L.LightningModule):
-    """Trains N, L and R on exposure pairs; validates the enhanced ``L**gamma * R`` against references."""
+    """Trains N, L and R on exposure pairs; validates the enhanced `L**gamma * R` against references.
+
+    `pairlie-train` builds it from the `model.*` keys. Every part is a spec, a mapping with a
+    `_target_`, which its checkpoints keep.
+
+    Args:
+        net: A spec (`{"_target_": "pkg.Class", ...}`) or a module; `None`: the paper's
+            [`PairLIENet`][pairlie.model.nets.PairLIENet] at `width`.
+        width: Channels of every hidden layer of the paper's N, L and R (64 in the paper).
+        gamma: γ of the enhanced image validation scores, in (0, 10] (0.14 for LOL, 0.2 for SICE).
+        loss: The weighted terms, `name: weight` or `name: {_target_: module.function, weight: w, ...}`
+            ([`build_terms`][pairlie.model.losses.build_terms]); `None`: the paper's consistency,
+            retinex and fidelity at 1, 1 and 500.
+        optimizer: A `_partial_` spec called with the parameters; keys without a `_target_` adjust
+            the default, Adam with lr 1e-4.
+        scheduler: A `_partial_` spec called with the optimiser, plus `interval` (`"epoch"` or
+            `"step"`: when it steps); keys without a `_target_` adjust the default, StepLR halving
+            the learning rate every 100 epochs; `False`: none.
+        log_images: Validation images shown in TensorBoard as input|L|R|X|I.
+        nonfinite_patience: Steps with a NaN/Inf loss or gradient are skipped; this many in a row
+            stop the run.
+        compile: `torch.compile` the training step's nets: `None` (off), `True` (`"default"`),
+            `"reduce-overhead"` (CUDA graphs), `"max-autotune"` or `"max-autotune-no-cudagraphs"`.
+        conv: Training convolutions: `"direct"`, `"winograd"` (forward and input gradient by
+            Winograd, CPU fp32) or `"auto"` (Winograd where it measures faster).
+        val_precision: Validation's inference: `"fp32"` (the paper's protocol), `"bf16"`, `"auto"`
+            (bf16 where the CPU has it natively) or `"fp16"` (CUDA).
+    """
 
     def __init__(
         self,
@@ -66,12 +93,6 @@ class PairLIEModule(SkipsNonFiniteSteps, Accounting, L.LightningModule):
         conv: str = "direct",
         val_precision: str = "fp32",
     ) -> None:
-        """``net``: a spec (``{"_target_": ..., ...}``, the paper's nets at ``width`` by default) or a module.
-
-        ``loss``: the weighted terms (`pairlie.model.losses.build_terms`). ``optimizer``/``scheduler``:
-        ``_partial_`` specs called with the parameters / the optimiser (Adam 1e-4 and StepLR halving
-        every 100 epochs by default); keys without a ``_target_`` adjust the default's.
-        """
         super().__init__()
         if compile is True:
             compile = "default"
