@@ -3,7 +3,7 @@
 
     python scripts/benchmark.py [--quick] [--inference-only] [--device cpu|cuda] [--data ../shared/data]
 
-Columns, each in a worker process of its own set up as it runs for users (scripts/bench_columns.py):
+Columns, each in a worker process of its own set up as it runs for users (plug-ins in scripts/bench/):
 the published code; pairlie exact (``conv="direct"``: its ``PairLIEModule.training_step``, and its
 ``Enhancer``, which on a CPU streams the rows through the nets in cache-sized bands); pairlie
 Winograd (``conv="winograd"``, issue 15); ONNX Runtime and OpenVINO (inference on the CPU, with
@@ -28,8 +28,10 @@ cancelled out: a 110-step run minus a 10-step run of the published loop and of `
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import multiprocessing as mp
+import os
 import platform
 import statistics
 import sys
@@ -39,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_columns import (
+from bench.column import (
     BF16,
     DEFAULT_MALLOC,
     EXACT,
@@ -51,10 +53,13 @@ from bench_columns import (
     PATCH,
     PUBLISHED,
     WINOGRAD,
-    Published,
+    Unavailable,
     serve,
 )
-from bench_common import Unavailable, pairlie_train, run_logged
+from bench.processes import pairlie_train, run_logged
+from bench.published import Published
+from bench.runtimes import AS_AVX2
+from bench.tables import PAGE, update
 
 from pairlie.infer.precision import cpu_description, native_bf16
 from pairlie.model.nets import PairLIENet
@@ -337,12 +342,32 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--batch", type=int, default=8, help="the larger training batch (full mode)")
     parser.add_argument(
+        "--out", metavar="FILE", help="also write the JSON to FILE (docs/benchmarks/: the page's tables)"
+    )
+    parser.add_argument(
+        "--as-avx2",
+        action="store_true",
+        help="hold torch's kernels to AVX2 and pairlie's CPU checks to an AVX2 CPU's flags (on an AVX-512 CPU); "
+        "ONNX Runtime and OpenVINO have no such switch and are left out",
+    )
+    parser.add_argument(
+        "--tables", action="store_true", help="only rewrite docs/benchmark.md's tables from the JSON files they name"
+    )
+    parser.add_argument("--check", action="store_true", help="with --tables: exit 1 when a table is not current")
+    parser.add_argument(
         "--published-loop",
         type=int,
         metavar="STEPS",
         help="only run the published loop for STEPS steps (timed from outside)",
     )
     args = parser.parse_args()
+    if args.tables:
+        current = update(check=args.check)
+        print(f"{PAGE}: " + ("current" if current else "out of date" if args.check else "rewritten"))
+        sys.exit(1 if args.check and not current else 0)
+    cpu = cpu_description()  # this CPU as it is; with --as-avx2, "isa" says what the workers were held to
+    if args.as_avx2:  # the workers and pairlie-train processes import torch after this
+        os.environ.update(AS_AVX2)
     data = Path(args.data)
     if not (data / "SICE-train").is_dir() or not (data / "LOL-test" / "low").is_dir():
         sys.exit(
@@ -374,9 +399,11 @@ def main() -> None:
             "device": args.device,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "cpu": cpu_description(),
+            "cpu": cpu,
             "machine": platform.machine(),
             "quick": quick,
+            "date": datetime.date.today().isoformat(),
+            "isa": "AVX2 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2)" if args.as_avx2 else None,
         },
         "columns": {kind: worker.info for kind, worker in workers.items()},
         "skipped": skipped,
@@ -410,7 +437,10 @@ def main() -> None:
         note("done: whole-process training runs")
     sections = [key for key in result if key.startswith(("infer_", "train_"))]
     result["contributions"] = {key: result[key]["speedup"] for key in sections if result[key]["speedup"]}
-    print(json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
 
 
 def quality(workers: dict[str, Worker]) -> dict:

@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_common import pairlie_train, run_logged
+from bench.processes import pairlie_train, run_logged
 
 from pairlie.infer.winograd import CONV_MODES
 

@@ -1,4 +1,4 @@
-"""What scripts/benchmark.py and scripts/learning_curve.py share: pairlie-train as a user runs it, and why a column cannot run."""
+"""Whole processes, as scripts/benchmark.py and scripts/learning_curve.py time them: pairlie-train as a user runs it."""
 
 from __future__ import annotations
 
@@ -6,10 +6,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-
-class Unavailable(Exception):
-    """A column or run that cannot be measured here; the message says why (it goes into the JSON)."""
 
 
 def pairlie_train() -> str:
