@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/pairlie-train:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet "torch==2.13.0"   # the CPU build; GPUs: docs/getting-started.md
+	$(BIN)/pip install --quiet "torch==2.13.0"   # PyPI's build (CUDA on Linux x86-64); a torch already in $(VENV) is kept
 	$(BIN)/pip install --quiet -e ".[dev,sweep,export,docs]"
 
 setup: $(BIN)/pairlie-train

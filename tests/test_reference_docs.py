@@ -216,3 +216,11 @@ def test_every_key_on_the_configuration_page_has_a_meaning():
     assert len(rows) > 300
     empty = [key for key, meaning in rows if not meaning.strip()]
     assert not empty, f"keys without a meaning in docs/configuration.md (comment them in their YAML): {empty}"
+
+
+def test_your_data_lists_exactly_the_image_formats_pairlie_reads():
+    from pairlie.io.images import IMAGE_EXTENSIONS
+
+    text = " ".join((REPO / "docs" / "your-data.md").read_text().split())
+    listed = re.search(r"in a format pairlie reads: ([a-z, ]+) \(", text).group(1)
+    assert {f".{name}" for name in listed.split(", ")} == IMAGE_EXTENSIONS
