@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from bench.column import (
     BF16,
+    DEFAULT,
     DEFAULT_MALLOC,
     EXACT,
     INT8,
@@ -80,6 +81,8 @@ SPEEDUPS = [
     (EXACT, OPENVINO),
     (WINOGRAD, ORT),
     (WINOGRAD, OPENVINO),
+    (DEFAULT, EXACT),
+    (DEFAULT, OPENVINO_DEFAULT),
     (BF16, EXACT),
     (BF16, OPENVINO_DEFAULT),
     (INT8, EXACT),
@@ -379,7 +382,7 @@ def main() -> None:
     quick = args.quick
     skipped: dict[str, str] = {}
     training = [PUBLISHED, EXACT, WINOGRAD] + ([] if quick else [DEFAULT_MALLOC])
-    kinds = training + [ORT, OPENVINO, OPENVINO_DEFAULT, BF16, INT8, ORT_INT8]
+    kinds = training + [DEFAULT, ORT, OPENVINO, OPENVINO_DEFAULT, BF16, INT8, ORT_INT8]
     if args.columns and not args.inference_only:
         sys.exit("error: --columns needs --inference-only (the training sections compare fixed columns)")
     if args.columns:  # fewer worker processes: less for a busy machine to interleave
@@ -418,7 +421,7 @@ def main() -> None:
     result["infer_600x400"] = infer_figures(workers, 400, 600, 3 if quick else 7)
     note("done: 600x400")
     # quick: pairlie's columns and what a user of OpenVINO gets, no warm-up (the 600x400 runs warmed them up)
-    ours = {kind: workers[kind] for kind in (EXACT, WINOGRAD, BF16, INT8, OPENVINO_DEFAULT) if kind in workers}
+    ours = {kind: workers[kind] for kind in (EXACT, DEFAULT, WINOGRAD, BF16, INT8, OPENVINO_DEFAULT) if kind in workers}
     result["infer_1920x1080"] = infer_figures(ours if quick else workers, 1080, 1920, 1 if quick else 3, not quick)
     note("done: 1920x1080")
     result["peak_rss_mb"] = {kind: worker("peak_rss_mb") for kind, worker in workers.items()}

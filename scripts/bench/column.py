@@ -34,7 +34,7 @@ GAMMA = 0.2
 PUBLISHED, EXACT, WINOGRAD = "published", "pairlie_exact", "pairlie_winograd"
 ORT, OPENVINO, DEFAULT_MALLOC = "onnxruntime", "openvino", "pairlie_exact_default_malloc"
 BF16, INT8, OPENVINO_DEFAULT = "pairlie_bf16", "pairlie_int8", "openvino_default"
-ORT_INT8 = "onnxruntime_int8"
+ORT_INT8, DEFAULT = "onnxruntime_int8", "pairlie_default"
 BENCH_EXTRA = 'pip install "pairlie[bench]"'
 COLUMNS: dict[str, type[Column]] = {}
 

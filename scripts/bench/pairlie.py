@@ -5,7 +5,8 @@ with the module's own optimiser, stepped in Lightning's order, and the ``Enhance
 ``conv="direct"``. The process sets ``pairlie.io.speed.keep_freed_memory()`` as pairlie's CLIs do,
 except in ``pairlie_exact_default_malloc``. ``pairlie_winograd``: ``conv="winograd"``.
 ``pairlie_bf16`` and ``pairlie_int8`` (inference only) are refused where pairlie refuses them:
-bf16 where the CPU emulates it, int8 where it has no int8 dot products.
+bf16 where the CPU emulates it, int8 where it has no int8 dot products. ``pairlie_default``
+(inference only): the Enhancer as users get it, ``conv`` and ``precision`` left to ``auto``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from bench.column import (
     BF16,
+    DEFAULT,
     DEFAULT_MALLOC,
     EXACT,
     GAMMA,
@@ -33,10 +35,12 @@ from pairlie.errors import ConfigError
 from pairlie.infer.precision import native_bf16
 
 PAIRLIE_CONV = {EXACT: "direct", WINOGRAD: "winograd", DEFAULT_MALLOC: "direct", BF16: "direct", INT8: "direct"}
-PAIRLIE_PRECISION = {BF16: "bf16", INT8: "int8"}  # the others: fp32
+PAIRLIE_CONV[DEFAULT] = "auto"
+# the others: fp32; pairlie_default: what `pairlie-enhance` and `Enhancer(net)` choose on this machine
+PAIRLIE_PRECISION = {BF16: "bf16", INT8: "int8", DEFAULT: "auto"}
 
 
-@column(EXACT, WINOGRAD, DEFAULT_MALLOC, BF16, INT8)
+@column(EXACT, WINOGRAD, DEFAULT_MALLOC, BF16, INT8, DEFAULT)
 class Pairlie(Column):
     """pairlie: PairLIEModule.training_step with its configured Adam, stepped in Lightning's order; the Enhancer."""
 
@@ -65,7 +69,7 @@ class Pairlie(Column):
         except ConfigError as error:  # int8 on a CPU without VNNI/AMX, or off the CPU
             raise Unavailable(str(error)) from None
         resolved = self.enhancer.conv
-        if resolved != self.conv:
+        if resolved != self.conv and self.conv != "auto":
             raise Unavailable(f"Enhancer(conv={self.conv!r}) runs conv={resolved!r} here")
         self.info.update(conv=resolved, precision=self.enhancer.precision, enhancer=repr(self.enhancer))
         self.module = None

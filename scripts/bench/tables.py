@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.column import (
     BF16,
+    DEFAULT,
     DEFAULT_MALLOC,
     EXACT,
     INT8,
@@ -46,6 +47,7 @@ SPEED_COLUMNS = {
     OPENVINO: "OpenVINO",
 }
 PRECISION_ROWS = {
+    DEFAULT: "pairlie default (`precision=auto conv=auto`: what pairlie-enhance runs here)",
     EXACT: "pairlie fp32 exact (`precision=fp32 conv=direct`)",
     BF16: "pairlie bf16 (`precision=bf16`)",
     INT8: "pairlie int8 (`precision=int8`)",
