@@ -61,6 +61,12 @@ def documented_commands(files: list[Path] = DOC_FILES) -> list[tuple[str, list[s
     return commands
 
 
+def undocumented(keys, page: str = "outputs.md") -> list[str]:
+    """The ``keys`` (of a result file a test made) that ``docs/<page>`` does not name in backticks."""
+    text = (REPO / "docs" / page).read_text()
+    return [key for key in dict.fromkeys(keys) if f"`{key}`" not in text]
+
+
 def cli(name: str) -> str | None:
     """The console script ``name`` of the pairlie installed beside this interpreter, else None.
 

@@ -6,7 +6,16 @@ import json
 import numpy as np
 import pytest
 
-from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, TINY, RunIf, make_paired_tree, make_scene_tree, run_cli
+from helpers import (
+    OFFICIAL_WEIGHTS,
+    SHARED_DATA,
+    TINY,
+    RunIf,
+    make_paired_tree,
+    make_scene_tree,
+    run_cli,
+    undocumented,
+)
 from pairlie.evaluate.metrics import psnr, ssim
 from pairlie.infer.enhancer import Enhancer
 from pairlie.io.images import load_image, quantize, read_rgb
@@ -36,6 +45,8 @@ def test_results_files_and_decomposition(tmp_path, tiny_ckpt):
     assert "valid region" in metrics["protocol"]["ssim"] and "truncation" in metrics["protocol"]["quantisation"]
     rows = {r["name"]: r for r in csv.DictReader((out / "per_image.csv").open())}
     assert list(rows) == ["x.png", "y.jpg"]
+    # docs/outputs.md says what every key and column is
+    assert not undocumented([*metrics, *metrics["protocol"], *metrics["gamma_table"][0], *rows["x.png"]])
     for sub in ("enhanced", "L", "R", "X", "D"):
         assert sorted(p.name for p in (out / sub).iterdir()) == ["x.png", "y.jpg"], sub
     # the saved images are the checkpoint's decomposition at γ 0.3 (within a grey level: threads may sum differently)

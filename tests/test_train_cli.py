@@ -12,7 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from helpers import REPO, SHARED_DATA, TINY, RunIf, composed, make_paired_tree, run_cli, run_train
+from helpers import REPO, SHARED_DATA, TINY, RunIf, composed, make_paired_tree, run_cli, run_train, undocumented
 from pairlie.infer.precision import FLAGS_VARIABLE
 from pairlie.model.checkpoints import load_net
 
@@ -169,6 +169,10 @@ def test_loss_weight_grid_multirun_has_a_folder_per_run_and_a_summary(tmp_path, 
     assert sorted(r["swept"] for r in summary) == ["model.loss.fidelity=100", "model.loss.fidelity=500"]
     assert summary[0]["val/psnr"] >= summary[1]["val/psnr"]
     assert "sweep summary" in result.stdout
+    # docs/outputs.md says what summary.json, val_metrics.json and a checkpoint hold
+    checkpoint = torch.load(sweep / "0" / "checkpoints" / "last.ckpt", weights_only=True)
+    val_metrics = json.loads((sweep / "0" / "val_metrics.json").read_text())
+    assert not undocumented([*summary[0], *val_metrics, *checkpoint, *checkpoint["hyper_parameters"]])
 
 
 @RunIf(clis=("pairlie-train",))
