@@ -24,6 +24,9 @@ from helpers import (
     run_cli,
     save_tiny_checkpoint,
 )
+from helpers import (
+    cli as cli_path,
+)
 from pairlie.cli import enhance as enhance_cli
 from pairlie.cli import export as export_cli
 from pairlie.cli import test as test_cli
@@ -424,3 +427,13 @@ def test_the_schedule_line_says_what_trains_and_where_it_comes_from(overrides, e
     assert line.startswith(expected) and line.endswith(
         "unless trainer.max_epochs=N or trainer.max_steps=N says otherwise"
     )
+
+
+@pytest.mark.parametrize("name", ["pairlie-enhance", "pairlie-test"])
+def test_help_into_a_pipe_already_closed_ends_without_a_traceback(name, tmp_path):
+    # `pairlie-enhance --help | head -1`, the reader gone before the help is written: our end of the
+    # pipe is closed before the process has imported anything
+    proc = subprocess.Popen([cli_path(name), "--help"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in stderr and "Error" not in stderr, stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -35,6 +36,14 @@ def run_cli(spec: CliSpec, hydra_main: Callable[[], Any]) -> None:
     A net, loss term or dataset of one's own in a file in the working folder is found by its
     ``_target_`` or ``trust=`` name (`pairlie.trust.add_working_folder_for`, called by the check).
     """
+    try:
+        _run(spec, hydra_main)
+    except BrokenPipeError:  # `pairlie-test --help | head`: the reader has gone, not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        sys.exit(141)  # as a process killed by SIGPIPE, what a shell expects of a pipe's writer
+
+
+def _run(spec: CliSpec, hydra_main: Callable[[], Any]) -> None:
     try:
         cfg = check(sys.argv[1:], spec)
         check_run_folder(cfg, multirun=bool({"-m", "--multirun"} & set(sys.argv[1:])))
