@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import STARTED, composed, make_paired_tree, make_scene_tree, save_tiny_checkpoint
+from helpers import REPO, STARTED, composed, make_paired_tree, make_scene_tree, save_tiny_checkpoint
 from pairlie.infer.precision import FLAGS_VARIABLE
 from pairlie.model.nets import PairLIENet
 
@@ -85,3 +88,20 @@ def sharp_net():
         out = net(torch.rand(1, 3, 32, 32))
     assert min(t.std().item() for t in out) > 0.02  # the comparisons using it are not between constants
     return net
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    """The documentation site, built once per run with ``mkdocs build --strict`` (tests skip without MkDocs)."""
+    pytest.importorskip("mkdocs", reason='pip install -e ".[docs]"')
+    out = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out

@@ -18,7 +18,6 @@ import re
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -213,21 +212,6 @@ def test_every_key_of_every_composed_config_is_in_the_reference(config, override
 
 
 # --- the built site --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("site")
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out
 
 
 @NEEDS_MKDOCS

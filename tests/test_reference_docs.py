@@ -10,12 +10,8 @@ import html
 import importlib
 import importlib.util
 import inspect
-import os
 import re
-import subprocess
-import sys
 from importlib import resources
-from pathlib import Path
 
 import pytest
 import yaml
@@ -45,21 +41,6 @@ HEADING = re.compile(
 
 def text(fragment: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", fragment))
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("site")
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out
 
 
 @pytest.fixture(scope="module")
