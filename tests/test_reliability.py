@@ -1,6 +1,7 @@
 """Faults: NaN steps, SIGTERM, SIGKILL, re-used run folders; nothing finished is lost."""
 
 import os
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -91,9 +92,34 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(tmp_path, sc
     saved = checkpoint_step(last)
     kind = "SIGTERM" if sig == signal.SIGTERM else "Ctrl-C"
     assert f"interrupted by {kind} at step {saved}: saved {last}" in out, err[-2000:]  # written at the interruption
-    assert f"pairlie-train hydra.run.dir={run} ckpt_path=last" in out
+    # the command to resume carries the run's own overrides: typed as printed, it continues this run
+    printed = shlex.split(next(line for line in out.splitlines() if line.startswith("resume with: "))[13:])
+    started = [
+        a for a in train_args(scene_tree, paired_tree, run, "trainer.max_epochs=1000") if "hydra.run.dir" not in a
+    ]
+    assert printed[0] == "pairlie-train" and printed[-2:] == [f"hydra.run.dir={run}", "ckpt_path=last"], printed
+    assert set(started) <= set(printed), printed
+    assert f"resume with: {shlex.join(printed)}" in (run / "train.log").read_text()  # in the run's log too
     assert saved >= second
     assert _resume_for(tmp_path, scene_tree, paired_tree, run, 3) == saved + 3
+
+
+@RunIf(clis=("pairlie-train",))
+def test_a_resume_in_a_run_folder_with_other_data_or_model_settings_is_refused(tmp_path, scene_tree, paired_tree):
+    # `ckpt_path=last` typed without the run's overrides (experiment=sice) carried a SICE run on with the
+    # demo's data, into the SICE run's folder, over its last.ckpt
+    run = tmp_path / "run"
+    args = train_args(scene_tree, paired_tree, run, "trainer.max_steps=2", "data.repeats=1")
+    assert run_cli("pairlie-train", *args, cwd=tmp_path).returncode == 0
+    kept = (run / "checkpoints" / "last.ckpt").read_bytes()
+    other = [a for a in args if not a.startswith("data.patch_size=")] + ["data.patch_size=24"]
+    again = run_cli("pairlie-train", *other, "trainer.max_steps=4", "ckpt_path=last", cwd=tmp_path)
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    line = again.stderr.strip().splitlines()[-1]
+    assert "data.patch_size=32 (here 24)" in line and (run / "resume.txt").read_text().strip() in line
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == kept
+    same = run_cli("pairlie-train", *args, "trainer.max_steps=3", "ckpt_path=last", cwd=tmp_path)
+    assert same.returncode == 0, same.stderr[-2000:]  # the run's own settings, a longer schedule: resumes
 
 
 @RunIf(clis=("pairlie-train",))

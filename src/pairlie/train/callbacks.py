@@ -14,6 +14,7 @@ from rich import get_console
 from rich.table import Table
 
 from pairlie.evaluate.collapse import FLAT_METRIC, flat_note
+from pairlie.train.runs import RESUME_FILE
 
 log = logging.getLogger("pairlie")
 
@@ -50,11 +51,23 @@ class SaveOnInterrupt(L.Callback):
             trainer.save_checkpoint(self.path)
         if trainer.is_global_zero:
             run_dir = self.path.parent.parent
-            print(
-                f"\ninterrupted by {kind} at step {trainer.global_step}: saved {self.path}\n"
-                f"resume with: pairlie-train hydra.run.dir={run_dir} ckpt_path=last (and the same overrides)",
-                flush=True,
+            command = run_dir / RESUME_FILE  # written when the run started, with its overrides
+            how = (
+                command.read_text().strip()
+                if command.is_file()
+                else f"pairlie-train hydra.run.dir={run_dir} ckpt_path=last (and the same overrides)"
             )
+            message = f"interrupted by {kind} at step {trainer.global_step}: saved {self.path}; resume with: {how}"
+            print(f"\n{message.replace('; resume with', chr(10) + 'resume with')}", flush=True)
+            to_log_files(message)  # the run's train.log too (nohup, cluster logs), not the console twice
+
+
+def to_log_files(message: str) -> None:
+    """Write ``message`` as an INFO record of the ``pairlie`` logger to the log files only (the run's ``train.log``)."""
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, None, None)
+    for handler in (*log.handlers, *logging.getLogger().handlers):
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def pairs_in_batch(batch) -> int:

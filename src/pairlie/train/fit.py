@@ -25,16 +25,19 @@ from pairlie.io.speed import apply_speed_settings
 from pairlie.train.callbacks import FlatOutputWarning, ProgressLines, quiet_lightning
 from pairlie.train.hparams import run_params
 from pairlie.train.runs import (
+    RESUME_FILE,
     WRITE_ERRORS,
     auto_resuming,
     check_classes,
     check_deterministic,
     check_resumable,
+    check_same_run,
     check_schedule,
     check_val_fraction,
     check_writable,
     in_submitit_job,
     resolve_resume,
+    resume_command,
     saved_schedule,
     schedule_line,
     summary_lines,
@@ -87,6 +90,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     check_writable(output_dir)
     resume = resolve_resume(cfg, output_dir)
+    if resume is not None and resume.parent.parent.resolve() == output_dir.resolve():  # the run in its own folder
+        check_same_run(cfg, output_dir)
     if resume is not None and not cfg.get("ckpt_path") and auto_resuming(cfg):
         schedule = saved_schedule(cfg, output_dir, list(HydraConfig.get().overrides.task))
         if schedule:
@@ -149,6 +154,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
     if trainer.is_global_zero:  # ranks started by torchrun/srun share the folder: one writer
         write_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        write_atomic(output_dir / RESUME_FILE, resume_command(output_dir, overrides) + "\n")
     log.info("run folder: %s", output_dir)
     try:
         # weights_only: a resumed checkpoint is read as data, as checkpoint_progress already did

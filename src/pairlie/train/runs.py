@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shlex
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,24 @@ log = logging.getLogger("pairlie")
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 # what an automatically resumed run takes from the run folder's config.yaml unless given on the command line
 SCHEDULE_KEYS = ("trainer.max_epochs", "trainer.max_steps")
+# what a run learns from: a resume in its folder must keep these as the run started with them
+TRAINED_KEYS = (
+    "data._target_",
+    "data.train_dir",
+    "data.pairing",
+    "data.patch_size",
+    "data.batch_size",
+    "data.augment",
+    "data.repeats",
+    "data.train_set",
+    "model._target_",
+    "model.width",
+    "model.net",
+    "model.loss",
+    "model.optimizer",
+    "model.scheduler",
+)
+RESUME_FILE = "resume.txt"  # the command that resumes the run, written into its folder when it starts
 
 
 def latest_checkpoint(log_dir: str | Path) -> Path:
@@ -132,6 +151,41 @@ def resolve_resume(cfg: DictConfig, output_dir: Path) -> Path | None:
             "choose another hydra.run.dir, or pass overwrite=true"
         )
     return None
+
+
+def resume_command(output_dir: Path, overrides: list[str]) -> str:
+    """The ``pairlie-train`` command that resumes the run in ``output_dir`` started with ``overrides``."""
+    own = ("hydra.run.dir", "ckpt_path", "overwrite", "auto_resume")
+    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in own]
+    return shlex.join(["pairlie-train", *kept, f"hydra.run.dir={output_dir}", "ckpt_path=last"])
+
+
+def check_same_run(cfg: DictConfig, output_dir: Path) -> None:
+    """A resume in a run's folder learns from what the run learnt from: one line naming what differs, else nothing.
+
+    ``ckpt_path=last`` without the run's overrides (``experiment=sice``) would otherwise carry a
+    SICE run on with the demo's data into the SICE run's folder. Compared with the run's
+    ``config.yaml``: :data:`TRAINED_KEYS`; the schedule, workers, validation and logging may change.
+    """
+    saved_file = output_dir / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = OmegaConf.load(saved_file)
+    differ = []
+    for key in TRAINED_KEYS:
+        before, now = (OmegaConf.select(c, key, default=None, throw_on_missing=False) for c in (saved, cfg))
+        before, now = (OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for v in (before, now))
+        if before != now:
+            differ.append(f"{key}={before} (here {now})")
+    if not differ:
+        return
+    command = output_dir / RESUME_FILE
+    how = command.read_text().strip() if command.is_file() else "the overrides that started it"
+    raise ConfigError(
+        f"hydra.run.dir={output_dir}: that run trained with {'; '.join(differ[:3])}"
+        f"{f' and {len(differ) - 3} more' if len(differ) > 3 else ''}; resume it as it started: {how} "
+        "(a checkpoint trained on in a new run folder: ckpt_path=FILE without hydra.run.dir)"
+    )
 
 
 def saved_schedule(cfg: DictConfig, output_dir: Path, given: list[str]) -> dict[str, Any]:
