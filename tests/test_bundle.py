@@ -112,6 +112,7 @@ def test_a_missing_set_says_in_one_line_where_it_was_looked_for(tmp_path):
     assert "\n" not in message
     assert f"data.test_dir={tmp_path / 'SICE-test'}: folder does not exist" in message
     assert f"nor the authors' bundle's {tmp_path / 'PairLIE-testing-dataset' / 'SICE-test'}" in message
+    assert "set paths.data_dir (or $PAIRLIE_DATA_DIR) to the folder holding SICE-test/" in message  # data=sice typed
 
 
 def test_a_bundle_folder_without_its_references_names_the_missing_sub_folder(tmp_path):

@@ -265,6 +265,7 @@ def test_own_folders_as_typed_train_the_published_schedule_and_the_next_commands
     assert not [n for n in noise if n in out + result.stderr]
     # output into a pipe, as under nohup or SLURM: progress as log lines (a bar would draw nothing), epochs from 1
     assert "progress: epoch 2/2, step 6/6" in out and "progress: epoch 2/2" in log
+    assert re.search(r"progress: epoch 2/2, step 6/6, loss [\d.e+-]+, [\d.]+ pairs/s", out), out
     # the printed next command, run as printed, scores the user's own validation pairs
     scored = run_cli(*shlex.split(test_line), f"hydra.run.dir={tmp_path / 'scores'}", "noref=false", cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr[-2000:]

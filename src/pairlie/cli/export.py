@@ -43,7 +43,7 @@ def export_checkpoint(cfg: DictConfig) -> Report:
 SPEC = CliSpec(
     name="pairlie-export",
     config_name="export",
-    summary="write a checkpoint as one self-contained ONNX file (any N, H, W; gamma an input), verified in ONNX Runtime.",
+    summary="write a checkpoint as one self-contained ONNX file (any N, H, W; gamma an overridable initializer), verified in ONNX Runtime.",
     usage="pairlie-export output=FILE [ckpt_path=FILE] [model.gamma=G] [format=onnx|torchscript] [key=value ...]",
     examples=[
         "pairlie-export ckpt_path=official output=pairlie.onnx model.gamma=0.14",

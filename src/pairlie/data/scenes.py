@@ -39,7 +39,10 @@ def natural_key(name: str) -> tuple:
 def _require_folder(path: Path, key: str, what: str) -> Path:
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise DataError(f"{key}={path}: folder does not exist{bundle_hint(path)}; point {key} at {what}")
+        hint = bundle_hint(path)
+        if hint:  # a public set a preset (data=lol, data=sice) looks for under paths.data_dir
+            what = f"{what}, or set paths.data_dir (or $PAIRLIE_DATA_DIR) to the folder holding {path.name}/"
+        raise DataError(f"{key}={path}: folder does not exist{hint}; point {key} at {what}")
     return path
 
 

@@ -104,7 +104,7 @@ class ProgressLines(L.Callback):
     """Progress as log lines, for output that is not a terminal (a file, ``nohup``, a cluster job's log).
 
     A rich progress bar draws nothing there until the run ends. Every ``every_s`` seconds and at each
-    epoch's end, rank 0 logs epoch, step, loss and time left (to the terminal and the run's train.log).
+    epoch's end, rank 0 logs epoch, step, loss, pairs per second and time left (to the terminal and the run's train.log).
     """
 
     def __init__(self, every_s: float = 30.0) -> None:
@@ -135,9 +135,22 @@ class ProgressLines(L.Callback):
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None:
             parts.append(f"loss {float(loss):.4g}")
+        rate = pairs_per_second(trainer, self._start)
+        if rate is not None:
+            parts.append(f"{rate:.3g} pairs/s")
         if left is not None:
             parts.append(f"~{_clock(left)} left")
         logging.getLogger("pairlie").info("progress: %s", ", ".join(parts))
+
+
+def pairs_per_second(trainer: L.Trainer, start: tuple[float, int]) -> float | None:
+    """Exposure pairs trained per second, all processes together, since ``start`` (time, step); None before a step."""
+    seconds, steps = time.monotonic() - start[0], trainer.global_step - start[1]
+    hparams = getattr(getattr(trainer, "datamodule", None), "hparams", {})
+    batch = hparams.get("batch_size") if hasattr(hparams, "get") else None
+    if steps <= 0 or seconds <= 0 or not isinstance(batch, int):
+        return None
+    return steps * batch * trainer.world_size / seconds
 
 
 def run_steps(trainer: L.Trainer) -> int | None:

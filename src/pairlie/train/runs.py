@@ -165,7 +165,7 @@ def check_same_run(cfg: DictConfig, output_dir: Path) -> None:
 
     ``ckpt_path=last`` without the run's overrides (``experiment=sice``) would otherwise carry a
     SICE run on with the demo's data into the SICE run's folder. Compared with the run's
-    ``config.yaml``: :data:`TRAINED_KEYS`; the schedule, workers, validation and logging may change.
+    ``config.yaml``: the keys in `TRAINED_KEYS`; the schedule, workers, validation and logging may change.
     """
     saved_file = output_dir / "config.yaml"
     if not saved_file.is_file():
