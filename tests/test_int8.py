@@ -43,6 +43,35 @@ def test_int8_is_refused_on_a_cpu_without_int8_dot_products(sharp_net):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        "fpu sse sse4_2 avx avx2 fma f16c",  # Haswell to Comet Lake, Zen 1-3: AVX2 only
+        "avx2 avx512f avx512bw avx512dq avx512vl",  # Skylake-SP: AVX-512 without VNNI
+    ],
+)
+def test_int8_is_refused_in_one_line_without_vnni_or_amx(sharp_net, monkeypatch, flags):
+    """On AVX2, 7-bit int8 measured 1.2x fp32 and outside the quality bounds (docs/benchmark.md): refused."""
+    monkeypatch.setenv(precision.FLAGS_VARIABLE, flags)
+    with pytest.raises(ConfigError) as error:
+        Enhancer(sharp_net, device="cpu", precision="int8", calibration=dark_images())
+    assert str(error.value) == (
+        "precision=int8 needs int8 dot-product instructions (avx512_vnni, amx_int8, avx_vnni in /proc/cpuinfo), "
+        "which this CPU lacks (without them int8 measured too slow and too lossy to pay); use precision=fp32"
+    )
+
+
+def test_pairlie_enhance_refuses_int8_on_an_avx2_cpu_in_one_line(tmp_path, tiny_ckpt):
+    write_image(tmp_path / "photos" / "a.png", (40, 30), scale=0.3)
+    result = run_cli(
+        "pairlie-enhance", f"ckpt_path={tiny_ckpt}", f"input={tmp_path / 'photos'}", f"output={tmp_path / 'out'}",
+        "precision=int8", cwd=tmp_path, env={precision.FLAGS_VARIABLE: "avx avx2 fma"},
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
+    assert "precision=int8 needs int8 dot-product instructions" in result.stderr
+    assert "use precision=fp32" in result.stderr and not (tmp_path / "out").exists()
+
+
 def test_auto_never_picks_int8(monkeypatch):
     monkeypatch.setenv(precision.FLAGS_VARIABLE, "avx2 avx_vnni amx_int8")  # int8, no native bf16
     assert precision.resolve("auto", CPU) == "fp32"

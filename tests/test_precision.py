@@ -8,7 +8,7 @@ import torch
 
 from helpers import OFFICIAL_WEIGHTS, SHARED_DATA, RunIf, exact_scores
 from pairlie.errors import ConfigError
-from pairlie.infer import precision
+from pairlie.infer import precision, winograd
 from pairlie.infer.enhancer import Enhancer
 
 CPU = torch.device("cpu")
@@ -218,3 +218,49 @@ def test_the_relu_fused_into_bf16_convolutions_changes_nothing(sharp_net, monkey
     separate = enhancer.decompose(image)
     for a, b in ((fused.illumination, separate.illumination), (fused.reflectance, separate.reflectance)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_fp32_runs_in_bands_with_fused_relus_on_an_avx2_cpu_only(sharp_net, monkeypatch):
+    """AVX2 (conftest's flags): bands, the ReLUs fused; AVX-512 CPUs and a failed probe keep the row stream."""
+    if reason := precision._fused_relu_reason(torch.float32):
+        pytest.skip(f"no fused fp32 convolution here: {reason}")
+    assert precision.fp32_bands()
+    assert "bands" in repr(Enhancer(sharp_net, device="cpu", precision="fp32", conv="direct"))
+    if winograd.unavailable_reason() is None:  # NNPACK reads NCHW rows: Winograd keeps the row stream
+        assert "streamed rows" in repr(Enhancer(sharp_net, device="cpu", precision="fp32", conv="winograd"))
+    for flags in (ZEN4, "avx2 avx512f avx512_vnni"):  # Zen 4, Ice Lake: the row stream, measured as fast there
+        monkeypatch.setenv(precision.FLAGS_VARIABLE, flags)
+        assert not precision.fp32_bands()
+        assert "streamed rows" in repr(Enhancer(sharp_net, device="cpu", precision="fp32", conv="direct"))
+    monkeypatch.setenv(precision.FLAGS_VARIABLE, AVX2)
+    monkeypatch.setattr(precision, "_fused_relu_reason", lambda dtype=None: "oneDNN's fused convolution failed: test")
+    assert not precision.fp32_bands()
+    assert "streamed rows" in repr(Enhancer(sharp_net, device="cpu", precision="fp32", conv="direct"))
+
+
+def test_fp32_bands_with_fused_relus_compute_the_same_numbers(sharp_net, monkeypatch):
+    """Fused and separate ReLUs bit for bit, in several bands with trimmed context; the plain net to float rounding.
+
+    Two images: torch computes small fp32 convolutions of one image through another kernel than oneDNN's.
+    """
+    from pairlie.infer import streaming
+
+    if not precision.fp32_bands():
+        pytest.skip(f"no fused fp32 convolution here: {precision._fused_relu_reason(torch.float32)}")
+    monkeypatch.setattr(streaming, "BF16_BAND_ROWS", 8)
+    monkeypatch.setattr(streaming, "BF16_BAND_PIXELS", 1)
+    image = torch.rand(2, 3, 37, 50)
+    enhancer = Enhancer(sharp_net, device="cpu", precision="fp32", conv="direct")
+    assert enhancer.banded
+    fused = enhancer.decompose(image)
+    monkeypatch.setattr(precision, "fp32_bands", lambda: False)  # the same bands, ReLUs after the convolutions
+    separate = enhancer.decompose(image)
+    want = plain(sharp_net, image)
+    for a, b, c in zip(
+        (fused.illumination, fused.reflectance, fused.denoised),
+        (separate.illumination, separate.reflectance, separate.denoised),
+        want,
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-5)

@@ -291,12 +291,14 @@ class Enhancer:
         self.int8 = self._int8(net, calibration) if self.precision == "int8" else None
         if self.int8 is not None and not precisions.native_bf16():
             self.dtype = torch.float32  # the layers int8 leaves out: emulated bf16 would be ~50x slower
-        # bf16 and int8 compute bands of rows with recomputed context (streaming.banded), fp32 streams rows
-        self.banded = self.stream and (self.dtype == torch.bfloat16 or self.int8 is not None)
         if conv == "winograd" and not self.fast:
             raise ConfigError("conv=winograd: runs the paper's nets only; this net takes conv=direct (or auto)")
         # Winograd (NNPACK) computes in fp32 only
         self.conv = winograd.resolve(conv, self.device) if self.fast and self.precision == "fp32" else "direct"
+        # bf16 and int8 compute bands of rows with recomputed context (streaming.banded), and so does direct fp32
+        # on a CPU without AVX-512 (its ReLUs fused: faster there, same numbers); fp32 elsewhere streams rows
+        fp32_bands = self.dtype == torch.float32 and self.conv == "direct" and precisions.fp32_bands()
+        self.banded = self.stream and (self.dtype == torch.bfloat16 or self.int8 is not None or fp32_bands)
         # Channels-last lets oneDNN pick faster kernels, same arithmetic up to float rounding: on a 2-core
         # AVX2 CPU, 194 vs 173 GFLOP/s for the 64->64 convs and 48 vs 28 for 64->3, on a 66k-pixel band.
         # A GPU runs the nets as they are, with ReflectionPad2d, which CUDA implements in NCHW only:

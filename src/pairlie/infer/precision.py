@@ -23,6 +23,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, 
 # /proc/cpuinfo flags of native bf16 and int8 dot products (x86)
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "amx_int8", "avx_vnni")
+# CPUs without it (AVX2 only) run fp32 in bands with the ReLU fused (fp32_bands)
+AVX512_FLAG = "avx512f"
 # tests set this to act as another CPU, also in the CLI processes they start: space-separated flags
 FLAGS_VARIABLE = "PAIRLIE_CPU_FLAGS"
 
@@ -102,10 +104,12 @@ def resolve(
     if precision == "int8":
         if device.type != "cpu":
             raise ConfigError(f"{key}=int8 is a CPU path; use {key}=fp16 or bf16 on {device.type}")
-        if not native_int8():  # oneDNN's int8 sums without VNNI/AMX can saturate (the x86 default's 7-bit range)
+        # without VNNI/AMX oneDNN sums u8 x s8 pairs in int16, which 8-bit activations can overflow; with 7-bit
+        # ones int8 measured 1.2x fp32 on AVX2 and lost 0.012 SSIM / 0.11 dB (docs/benchmark.md): not shipped
+        if not native_int8():
             raise ConfigError(
                 f"{key}=int8 needs int8 dot-product instructions ({', '.join(INT8_FLAGS)} in /proc/cpuinfo), "
-                f"which this CPU lacks; use {key}=fp32"
+                f"which this CPU lacks (without them int8 measured too slow and too lossy to pay); use {key}=fp32"
             )
         from pairlie.infer.int8 import unavailable
 
@@ -127,13 +131,19 @@ def bf16_training_note(precision: str) -> str | None:
 
 
 @functools.cache
-def _fused_relu_reason() -> str | None:
-    """Why oneDNN's convolution with a fused ReLU cannot run here, or None (checked once per process)."""
+def _fused_relu_reason(dtype: torch.dtype = torch.bfloat16) -> str | None:
+    """Why oneDNN's convolution with a fused ReLU cannot run here in ``dtype``, or None (checked once per process).
+
+    fp32 is probed at the nets' width (64 channels) and on two images: torch runs small fp32 convolutions
+    of one image through another kernel than oneDNN's, which sums in another order.
+    """
+    batch, channels = (2, 64) if dtype == torch.float32 else (1, 8)
     try:
         generator = torch.Generator().manual_seed(0)
-        x = torch.rand(1, 8, 6, 7, generator=generator).bfloat16().contiguous(memory_format=torch.channels_last)
-        weight = (torch.randn(8, 8, 3, 3, generator=generator) * 0.3).bfloat16()
-        bias = torch.randn(8, generator=generator).bfloat16()
+        x = torch.rand(batch, channels, 6, 7, generator=generator).to(dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        weight = (torch.randn(channels, channels, 3, 3, generator=generator) * 0.3).to(dtype)
+        bias = torch.randn(channels, generator=generator).to(dtype)
         got = conv2d_relu(x, weight, bias, (0, 1))
     except (RuntimeError, AttributeError) as error:
         return f"oneDNN's fused convolution failed: {str(error).splitlines()[0]}"
@@ -150,6 +160,17 @@ def fuses_relu(dtype: torch.dtype) -> bool:
     on AMX); fp32 keeps today's exact path.
     """
     return dtype == torch.bfloat16 and _fused_relu_reason() is None
+
+
+def fp32_bands() -> bool:
+    """Whether fp32 runs in bands, each ReLU fused into oneDNN's convolution: a CPU without AVX-512, the probe passing.
+
+    The same convolutions as the row stream's (the bands equal the plain net's forward bit for bit on
+    the official weights; the fused ReLU is probed against a separate one once per process), with
+    fewer, larger passes over the maps: on AVX2 it measured faster than the row stream
+    (docs/benchmark.md). AVX-512 CPUs keep the row stream.
+    """
+    return AVX512_FLAG not in cpu_flags() and _fused_relu_reason(torch.float32) is None
 
 
 def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]):

@@ -146,6 +146,13 @@ def _activate(y: Tensor, relu: bool) -> Tensor:
     return torch.relu_(y) if relu else torch.sigmoid_(y.float())
 
 
+def _fuses(dtype: torch.dtype) -> bool:
+    """Whether layers of ``dtype`` run their ReLU inside the convolution: bf16, and fp32 where it runs in bands."""
+    if dtype == torch.float32:
+        return precisions.fp32_bands()
+    return precisions.fuses_relu(dtype)
+
+
 def forward(
     net: PairLIENet,
     x: Tensor,
@@ -156,7 +163,8 @@ def forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``net(x)`` (illumination, reflectance, denoised) with `conv_reflect` for every layer.
 
-    bf16 nets run their ReLUs fused into the convolutions (`pairlie.infer.precision.fuses_relu`).
+    bf16 nets run their ReLUs fused into the convolutions (`pairlie.infer.precision.fuses_relu`), fp32
+    nets too where `pairlie.infer.precision.fp32_bands` (an AVX2 CPU): the same numbers either way.
     ``trim``: after each layer, drop the output row on each side of ``x`` that is not an image
     border (the one its zero padding reached), so no layer computes rows that are discarded
     anyway; the denoised map then lacks N's depth of rows on those sides, L and R N's plus their own.
@@ -166,7 +174,7 @@ def forward(
 
     def run(name: str, h: Tensor) -> Tensor:
         layers = _layers(getattr(net, name))
-        steps = [(conv, relu, relu and not fast and precisions.fuses_relu(conv.weight.dtype)) for conv, relu in layers]
+        steps = [(conv, relu, relu and not fast and _fuses(conv.weight.dtype)) for conv, relu in layers]
         if int8 is not None and name in int8.layers:  # its int8 ReLU layers, then the net's own last layer
             h = int8.quantize_input(name, h)
             steps = [(layer, True, True) for layer in int8.layers[name]] + steps[len(int8.layers[name]) :]
@@ -190,7 +198,8 @@ def banded(
 ) -> tuple[Tensor, ...]:
     """(illumination, reflectance, denoised) of an N×3×H×W image in bands of rows, each computed on its own.
 
-    The bf16 path on a CPU. A band is computed with `forward` from its rows plus ``margin``
+    The bf16 and int8 paths on a CPU, and fp32's where `pairlie.infer.precision.fp32_bands` (AVX2).
+    A band is computed with `forward` from its rows plus ``margin``
     rows of context above and below (at least the nets' receptive radius), trimmed layer by layer,
     so it recomputes about ``margin`` rows of work per band and copies no feature map of a single
     image (a batch's trimmed maps are copied): in bf16 the
@@ -280,8 +289,8 @@ def stream(
 ) -> tuple[Tensor, ...]:
     """(illumination, reflectance, denoised) of an N×3×H×W image (H ≥ 2, W ≥ 2), rows streamed in bands.
 
-    The fp32 path on a CPU (bf16 and int8 run `banded`). Every layer keeps the two input rows
-    it still needs, so no pixel is computed twice and only a
+    The fp32 path on a CPU with AVX-512, and Winograd's (bf16, int8 and direct fp32 on an AVX2 CPU
+    run `banded`). Every layer keeps the two input rows it still needs, so no pixel is computed twice and only a
     band of each feature map is alive at a time (memory independent of the image height). Images
     wider than ``STREAM_WIDTH`` are cut into column pieces with ``margin`` pixels of context.
     ``fast``: the wide convolutions by Winograd's algorithm, on NCHW bands (NNPACK's layout).
