@@ -136,8 +136,6 @@ class Int8Scheme:
         import torch
         from torch.ao.quantization import HistogramObserver
 
-        from pairlie.infer import int8
-
         self.levels, self.first = levels, first
         convs = {name: getattr(net, name).convs()[:-1] for name in parts}
         observers = {
@@ -168,7 +166,6 @@ class Int8Scheme:
                 layers[0] = Fp32ThenQuantize(convs[name][0], scales[1], levels)
             self.layers[name] = layers
             self.scales[name] = scales[0]
-        self._quantize = int8.quantize
 
     def quantize_input(self, name: str, x):
         import torch
@@ -180,7 +177,7 @@ class Int8Scheme:
 
 
 class Int8Layer:
-    """One 3x3 convolution and its ReLU in int8, its uint8 output clamped to 0..levels (fp32 out where ``out_scale`` is None)."""
+    """One 3x3 convolution and its ReLU in int8, writing uint8 clamped to 0..levels (fp32 where ``out_scale`` is None)."""
 
     def __init__(self, conv, scale: float, out_scale: float | None, levels: int) -> None:
         import torch
@@ -224,14 +221,13 @@ def int8_study(net, data: Path, rounds: int, schemes: list[str], sets: list[str]
 
     from pairlie.evaluate.metrics import paper_scores
     from pairlie.infer import streaming
+    from pairlie.infer.int8 import _crop  # the shipped scheme's calibration crops
     from pairlie.io.images import read_rgb, to_tensor, to_uint8
     from pairlie.model.nets import enhance
 
     cpu = torch.device("cpu")
     train = sorted((data / "LOL-train-subset").rglob("*.png"))[::2][:6]
     train += sorted((data / "SICE-train").rglob("*.JPG"))[::60][:6]
-    from pairlie.infer.int8 import _crop
-
     calibration = [_crop(to_tensor(read_rgb(p)[0])) for p in train]
     built = {name: Int8Scheme(net, calibration, *SCHEMES[name]) for name in schemes}
     built["NL, 8-bit"] = Int8Scheme(net, calibration, *SCHEMES["NL"], levels=255)
