@@ -382,13 +382,17 @@ def test_preflight_rejects_an_unknown_key_in_a_sweep_without_running_it():
         check(["-m", "model.loss.fidelty=interval(1,2)"], train_cli.SPEC)
 
 
-def test_the_enhancer_says_what_it_is(sharp_net):
+def test_the_enhancer_says_what_it_is(sharp_net, monkeypatch):
     from pairlie import Enhancer
+    from pairlie.infer.precision import FLAGS_VARIABLE
 
+    # the tests' CPU is AVX2-only (conftest): fp32 runs in bands there; an AVX-512 CPU streams rows
     assert (
         repr(Enhancer(sharp_net, gamma=0.14, conv="direct"))
-        == "Enhancer(gamma=0.14, device='cpu', dtype=float32, streamed rows, conv='direct', precision='fp32', width=8)"
+        == "Enhancer(gamma=0.14, device='cpu', dtype=float32, bands, conv='direct', precision='fp32', width=8)"
     )
+    monkeypatch.setenv(FLAGS_VARIABLE, "avx avx2 fma avx512f")
+    assert "dtype=float32, streamed rows, conv='direct'" in repr(Enhancer(sharp_net, gamma=0.14, conv="direct"))
     assert "64 px tiles" in repr(Enhancer(sharp_net, tile=64))
 
 
