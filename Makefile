@@ -13,11 +13,15 @@ setup: $(BIN)/pairlie-train
 demo: setup
 	$(BIN)/pairlie-train
 
+# one pytest-xdist worker per core (at most 4), each with its share of the cores' threads (tests/conftest.py);
+# --dist loadgroup keeps the tests that share one exact fp32 pass of the test sets in one worker
+XDIST := -n auto --maxprocesses 4 --dist loadgroup
+
 test: setup   # the slowest 25 tests are listed at the end, for keeping the suite short
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q $(XDIST) --durations=25
 
 test-fast: setup   # the edit-run loop: skips the minutes-long real-data tests
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 docs: setup   # the documentation site in site/ (mkdocs serve: live while editing)
 	$(BIN)/mkdocs build --strict

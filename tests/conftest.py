@@ -15,6 +15,26 @@ from pairlie.infer.precision import FLAGS_VARIABLE
 from pairlie.model.nets import PairLIENet
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n auto``), each worker takes its share of the cores.
+
+    Two workers each running torch on every core slow each other several times over (their thread
+    pools spin against each other), so a worker's torch, and the CLI processes it starts, get
+    cores / workers threads.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // int(workers))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The minutes-long tests first, so that under xdist none of them starts last and leaves a worker idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _no_background_run_outlives_its_test():
     """Kill what ``helpers.start`` started and a failing test left running (a run trained on for an hour once)."""

@@ -171,6 +171,7 @@ def _exact_scores(folder: str, gamma: float, step: int) -> tuple[float, float, i
 QUALITY_SETS = [("LOL-test", 0.14, 1, 15), ("SICE-test", 0.2, 10, 15)]  # all of LOL-test, every 10th SICE-test
 
 
+@pytest.mark.xdist_group("exact_pass")  # one worker computes helpers.exact_pass once for all
 @pytest.mark.slow
 @RunIf(shared=True)
 @pytest.mark.skipif(not precision.native_bf16(), reason="this CPU emulates bf16 (~50x slower); numerics tested above")
@@ -184,6 +185,7 @@ def test_bf16_scores_within_0_01_db_and_0_002_ssim_of_fp32(folder, gamma, step, 
     assert abs(psnr16 - psnr) <= 0.01 and abs(ssim16 - ssim) <= 0.002, (psnr, psnr16, ssim, ssim16)
 
 
+@pytest.mark.xdist_group("exact_pass")  # one worker computes helpers.exact_pass once for all
 @pytest.mark.slow
 @RunIf(shared=True)
 @pytest.mark.skipif(not REAL_INT8, reason="this CPU has no int8 dot products (VNNI/AMX): pairlie refuses int8 on it")

@@ -171,6 +171,7 @@ def test_checkpoint_keys_do_not_depend_on_the_convolution_path():
     assert keys[0] == keys[1]
 
 
+@pytest.mark.xdist_group("exact_pass")  # one worker computes helpers.exact_pass once for all
 @RunIf(shared=True)
 @pytest.mark.slow
 @pytest.mark.parametrize(("folder", "every", "gamma"), [("LOL-test", 1, 0.14), ("SICE-test", 10, 0.2)])
