@@ -132,12 +132,17 @@ def test_results_files_hold_the_means_of_the_first_gamma_and_every_row(tmp_path)
 
 
 def test_csv_values_have_fixed_decimals_and_say_why_a_niqe_is_missing():
-    score = ImageScore("a.png", 0.14, psnr=21.123456, ssim=0.1234567, input_niqe=None, input_niqe_na="flat")
-    assert [csv_value(score, k) for k in ("name", "gamma", "psnr", "ssim", "input_niqe", "niqe")] == [
+    score = ImageScore(
+        "a.png", 0.14, psnr=21.123456, ssim=0.1234567, input_psnr=7.654321, input_ssim=0.0123456, input_niqe_na="flat"
+    )
+    keys = ("name", "gamma", "psnr", "ssim", "input_psnr", "input_ssim", "input_niqe", "niqe")
+    assert [csv_value(score, k) for k in keys] == [
         "a.png",
         "0.14",
         "21.1235",
         "0.123457",
+        "7.6543",
+        "0.012346",
         "n/a",
         "",
     ]

@@ -144,6 +144,8 @@ def test_help_says_what_the_cli_does_with_usage_examples_and_its_own_keys(cli, t
         assert f"  {key}={demo}/{'train' if cli == 'pairlie-train' else 'val'} " in out
     if cli == "pairlie-train":
         assert "  data.repeats=2 " in out and "  trainer.max_epochs=4 " in out
+    # only the commands that write run folders sweep: enhance and export have no multirun to offer
+    assert ("-m key=a,b" in out) == (cli in ("pairlie-train", "pairlie-test"))
     assert not list(tmp_path.iterdir())  # --help writes nothing
 
 

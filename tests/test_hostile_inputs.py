@@ -463,10 +463,25 @@ def test_the_sweep_summary_is_written_whole_or_not_at_all(tmp_path, monkeypatch)
 # --- 8. export verification on NaN ---------------------------------------------------------------
 
 
-def test_export_verification_fails_on_nan_from_either_side(monkeypatch):
-    # an AVX-512 CPU's fp32 row stream: oneDNN's fused ReLU of the AVX2 bands maps NaN to 0, so there
-    # the export (ONNX Runtime's ReLU keeps NaN) is refused by the first message instead
-    monkeypatch.setenv(FLAGS_VARIABLE, "avx avx2 fma avx512f")
+@pytest.mark.parametrize("flags", ["avx avx2 fma", "avx avx2 fma avx512f avx512_bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_net_with_nan_weights_computes_nan_on_every_cpu_and_precision(monkeypatch, flags, precision):
+    """The fast paths' fused ReLUs (fp32 bands on AVX2, bf16 bands) map NaN to 0: such a net takes the generic path."""
+    monkeypatch.setenv(FLAGS_VARIABLE, flags)
+    torch.manual_seed(0)
+    net = PairLIENet(width=4).eval()
+    image = torch.rand(1, 3, 40, 30)
+    assert torch.isfinite(Enhancer(net, gamma=0.2, device="cpu", precision=precision).decompose(image).enhanced).all()
+    with torch.no_grad():
+        net.denoiser.convs()[0].weight.view(-1)[0] = float("nan")
+    enhancer = Enhancer(net, gamma=0.2, device="cpu", precision=precision)
+    out = enhancer.decompose(image)
+    assert torch.isnan(out.denoised).any() and torch.isnan(out.enhanced).any(), enhancer
+    with pytest.raises(ConfigError, match="conv=winograd: the net's weights hold NaN"):
+        Enhancer(net, gamma=0.2, device="cpu", conv="winograd")
+
+
+def test_export_verification_fails_on_nan_from_either_side():
     torch.manual_seed(0)
     net = PairLIENet(width=4).eval()
     image = torch.rand(1, 3, 16, 12)

@@ -147,7 +147,7 @@ def test_a_bad_download_is_one_line_and_leaves_nothing_in_the_cache(cache, monke
     assert url in message and weights.SHA256 in message and str(cache / "PairLIE.pth") in message
     assert server.requests == ["/weights/PairLIE.pth"]
     assert not (cache / "PairLIE.pth").exists()
-    assert not cache.exists() or list(cache.iterdir()) == []  # nor a temporary file
+    assert list(cache.iterdir()) == []  # nor a temporary file
 
 
 def test_offline_is_one_line_naming_the_url_the_checksum_and_where_to_put_the_file(cache):
@@ -157,6 +157,7 @@ def test_offline_is_one_line_naming_the_url_the_checksum_and_where_to_put_the_fi
     assert "\n" not in message and "cannot reach" in message, message
     assert weights.weights_url() in message and weights.SHA256 in message and str(cache / "PairLIE.pth") in message
     assert not (cache / "PairLIE.pth").exists()
+    assert cache.is_dir() and not list(cache.iterdir())  # the folder the message names, ready for the file
 
 
 @NEEDS_SHARED

@@ -350,9 +350,12 @@ def help_page(spec: CliSpec) -> str:
             lines.append(f"  {key}={value}".ljust(36) + (f"  {comment}" if comment else ""))
     for key in spec.extra_keys:
         lines.append(f"  {key}")
-    lines += [
-        "",
-        "A multirun sweeps comma-separated values: -m key=a,b. Paths: see paths.log_dir (PAIRLIE_LOG_DIR).",
-        "--cfg job prints the composed config; --hydra-help is Hydra's own help. Docs: README.md and docs/ (the site).",
-    ]
+    lines.append("")
+    if spec.config_name in ("train", "test"):  # the commands that write run folders
+        lines.append(
+            "A multirun sweeps comma-separated values: -m key=a,b. Paths: see paths.log_dir (PAIRLIE_LOG_DIR)."
+        )
+    lines.append(
+        "--cfg job prints the composed config; --hydra-help is Hydra's own help. Docs: README.md and docs/ (the site)."
+    )
     return "\n".join(lines)

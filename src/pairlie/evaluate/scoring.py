@@ -255,7 +255,7 @@ def csv_value(score: ImageScore, key: str) -> str:
     value = getattr(score, key)
     if value is None:
         return NA if getattr(score, f"{key}_na", None) else ""
-    digits = {"name": None, "gamma": None, "ssim": 6, "lpips": 6}.get(key, 4)
+    digits = {"name": None, "gamma": None, "ssim": 6, "input_ssim": 6, "lpips": 6}.get(key, 4)
     return str(value) if digits is None else f"{value:.{digits}f}"
 
 

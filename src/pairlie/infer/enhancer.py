@@ -251,7 +251,10 @@ class Enhancer:
     ) -> None:
         if not isinstance(gamma, (int, float)) or gamma <= 0:
             raise ConfigError(f"model.gamma={gamma!r}: must be a number > 0 (0.2 for SICE, 0.14 for LOL)")
-        self.fast = streamable(net)  # the one check that decides whether the specialised paths apply
+        # the one check that decides whether the specialised paths apply: the paper's nets, with finite
+        # weights (their fused ReLUs map NaN to 0; the generic path's output keeps NaN, as the net's own does)
+        finite = all(bool(torch.isfinite(p).all()) for p in net.parameters())
+        self.fast = streamable(net) and finite
         self.channels = input_channels(net)
         radius = receptive_radius(net)
         self.device = resolve_device(device)
@@ -291,6 +294,8 @@ class Enhancer:
         self.int8 = self._int8(net, calibration) if self.precision == "int8" else None
         if self.int8 is not None and not precisions.native_bf16():
             self.dtype = torch.float32  # the layers int8 leaves out: emulated bf16 would be ~50x slower
+        if conv == "winograd" and not finite:
+            raise ConfigError("conv=winograd: the net's weights hold NaN or infinite values; conv=direct computes them")
         if conv == "winograd" and not self.fast:
             raise ConfigError("conv=winograd: runs the paper's nets only; this net takes conv=direct (or auto)")
         # Winograd (NNPACK) computes in fp32 only

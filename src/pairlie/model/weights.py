@@ -79,6 +79,12 @@ def official_weights() -> Path:
         raise DataError(f"ckpt_path=official: {path} is not a file; remove it, or {by_hand}")
     print(f"downloading the authors' {FILE_NAME} from {url} to {path} (first use only)", flush=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # there for a file put by hand if the download fails
+    except OSError as exc:
+        raise DataError(
+            f"ckpt_path=official: cannot create {path.parent} ({exc.strerror}); pass ckpt_path=FILE"
+        ) from None
+    try:
         _download(url, path)
     except DataError as exc:
         raise DataError(f"ckpt_path=official: {exc}; {by_hand}") from None
