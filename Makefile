@@ -3,10 +3,11 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-$(BIN)/pairlie-train:
+$(BIN)/pairlie-train: pyproject.toml   # again when the dependencies change
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet "torch==2.13.0"   # PyPI's build (CUDA on Linux x86-64); a torch already in $(VENV) is kept
 	$(BIN)/pip install --quiet -e ".[dev,sweep,export,docs]"
+	touch $@
 
 setup: $(BIN)/pairlie-train
 

@@ -31,8 +31,12 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The minutes-long tests first, so that under xdist none of them starts last and leaves a worker idle."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Under xdist, the minutes-long tests first, so that none of them starts last and leaves a worker idle.
+
+    One process keeps the files' order (``pytest -x tests/test_docs.py`` runs the quick tests first).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike: their collections must agree
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +48,13 @@ def _no_background_run_outlives_its_test():
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+@pytest.fixture(autouse=True)
+def _no_ddp_port_outlives_its_test(monkeypatch):
+    """Lightning's ddp_spawn writes MASTER_PORT into this process's environment; later runs would reuse it."""
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -31,6 +31,8 @@ from PIL import Image
 from helpers import DOC_FILES, REPO, RunIf, chromium_path, code_blocks, composed, documented_commands, run_cli
 from pairlie.configuration import group_options, leaf_keys
 
+pytestmark = pytest.mark.xdist_group("site")  # one documentation site per session (conftest.site)
+
 DOCS = REPO / "docs"
 README = REPO / "README.md"
 PAIRLIE_CLIS = {"pairlie-train", "pairlie-test", "pairlie-enhance", "pairlie-export"}

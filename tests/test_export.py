@@ -18,6 +18,8 @@ from pairlie.infer.enhancer import Enhancer
 from pairlie.io.images import read_rgb, to_tensor
 from pairlie.model.checkpoints import load_net
 
+pytestmark = pytest.mark.xdist_group("test_export")  # one exported model per session
+
 ort = pytest.importorskip("onnxruntime", reason='needs onnxruntime: pip install -e ".[export]"')
 onnx = pytest.importorskip("onnx")
 

@@ -479,6 +479,9 @@ def test_a_net_with_nan_weights_computes_nan_on_every_cpu_and_precision(monkeypa
     assert torch.isnan(out.denoised).any() and torch.isnan(out.enhanced).any(), enhancer
     with pytest.raises(ConfigError, match="conv=winograd: the net's weights hold NaN"):
         Enhancer(net, gamma=0.2, device="cpu", conv="winograd")
+    monkeypatch.setenv(FLAGS_VARIABLE, f"{flags} avx512f avx512_vnni")  # a CPU that runs int8
+    with pytest.raises(ConfigError, match="precision=int8: the net's weights hold NaN.*fp32 computes them"):
+        Enhancer(net, gamma=0.2, device="cpu", precision="int8", calibration=[image[0]])
 
 
 def test_export_verification_fails_on_nan_from_either_side():

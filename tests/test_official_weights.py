@@ -71,19 +71,20 @@ def _serve(mode: str = "ok"):
         httpd.server_close()
 
 
-def _closed_port_url() -> str:
+@pytest.fixture
+def refused_url():
+    """A URL on a port this test holds without listening: connections are refused (no other test can take it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/weights/PairLIE.pth"  # nothing listens there any more
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/weights/PairLIE.pth"
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch) -> Path:
+def cache(tmp_path: Path, monkeypatch, refused_url) -> Path:
     """The weights cache of this test; the URL points nowhere until a test serves one."""
     folder = tmp_path / "cache" / "weights"
     monkeypatch.setenv(weights.DIR_VARIABLE, str(folder))
-    monkeypatch.setenv(weights.URL_VARIABLE, _closed_port_url())
+    monkeypatch.setenv(weights.URL_VARIABLE, refused_url)
     return folder
 
 
@@ -204,9 +205,9 @@ def test_enhance_with_official_from_an_empty_folder_equals_enhance_with_the_file
 
 
 @RunIf(clis=("pairlie-enhance",), shared=True)
-def test_enhance_offline_is_one_line_and_no_output(tmp_path):
+def test_enhance_offline_is_one_line_and_no_output(tmp_path, refused_url):
     photo = SHARED_DATA / "LOL-test" / "low" / "1.png"
-    env = {weights.URL_VARIABLE: _closed_port_url(), weights.DIR_VARIABLE: str(tmp_path / "cache")}
+    env = {weights.URL_VARIABLE: refused_url, weights.DIR_VARIABLE: str(tmp_path / "cache")}
     result = run_cli("pairlie-enhance", "ckpt_path=official", f"input={photo}", "output=out", cwd=tmp_path, env=env)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -21,6 +21,8 @@ from helpers import REPO
 from pairlie.infer.enhancer import Decomposition
 from pairlie.model.losses import Step
 
+pytestmark = pytest.mark.xdist_group("site")  # one documentation site per session (conftest.site)
+
 NEEDS_MKDOCS = pytest.mark.skipif(
     importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("material") is None,
     reason='needs MkDocs and Material for MkDocs: pip install -e ".[docs]" (make setup installs them)',

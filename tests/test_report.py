@@ -37,7 +37,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--virtual-time-budget=20000",  # wait for every image and the page's check script
 ]
-pytestmark = RunIf(clis=("pairlie-test",))
+pytestmark = [RunIf(clis=("pairlie-test",)), pytest.mark.xdist_group("test_report")]  # one paired_run per session
 
 
 def textured(path: Path, size=(200, 120), seed=0, scale=1.0) -> Path:

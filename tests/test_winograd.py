@@ -106,16 +106,20 @@ def test_a_winograd_call_failing_mid_run_falls_back_to_the_exact_path(sharp_net,
 
 
 def test_sharing_cores_gives_openmp_one_thread_inside_and_restores_the_count():
-    before = torch.get_num_threads()
-    with winograd.sharing_cores():
-        assert torch.get_num_threads() == 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # more than one, also in a test worker that was given one
+    try:
         with winograd.sharing_cores():
             assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-    with pytest.raises(ValueError), winograd.sharing_cores():
-        raise ValueError
-    assert torch.get_num_threads() == before
+            with winograd.sharing_cores():
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError), winograd.sharing_cores():
+            raise ValueError
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(("cin", "cout"), [(3, 8), (8, 8), (8, 1)])

@@ -199,15 +199,17 @@ class Enhancer:
         net: The paper's [`PairLIENet`][pairlie.model.nets.PairLIENet] or any module whose
             `forward(im)` returns `(illumination, reflectance, denoised)`. The fast paths (streamed
             rows, Winograd, int8) run only where [`streamable`][pairlie.infer.streaming.streamable]
-            proves the net has the paper's structure; any other net runs whole or in tiles with its
-            own receptive radius ([`receptive_radius`][pairlie.infer.receptive.receptive_radius]).
+            proves the net has the paper's structure and its weights are finite (their fused ReLUs
+            would turn NaN into 0); any other net runs whole or in tiles with its own receptive
+            radius ([`receptive_radius`][pairlie.infer.receptive.receptive_radius]), so NaN
+            weights give NaN, as the net's own `forward` does.
         gamma: γ of the enhanced image `I = L**gamma * R`, a number > 0 (the authors used 0.14 on
             LOL, 0.2 on SICE). Default 0.2.
         device: `"auto"` (CUDA where present, else the CPU), `"cpu"`, `"cuda"`, `"cuda:<index>"` or
             `"mps"`.
         half: 16-bit inference on a CUDA GPU: the older spelling of `precision="fp16"`.
         tile: `"auto"`, an int, or `None` for whole images. `"auto"` on a CPU streams the rows through
-            the paper's nets in cache-sized bands, computing each pixel once, and runs other nets in
+            the paper's nets (with finite weights) in cache-sized bands, computing each pixel once, and runs other nets in
             tiles of 512 pixels where their receptive radius is known, else whole; on a GPU it means
             tiles of 1024. An int (16 or more) splits the image into equal tiles of at most that size.
         overlap: Pixels of context around each tile, computed and discarded. `None`: the net's
@@ -289,13 +291,16 @@ class Enhancer:
         self.gamma = float(gamma)
         self.tile, self.overlap, self.radius = tile, overlap, radius
         self.dtype = precisions.DTYPES[self.precision]
+        if not finite and (conv == "winograd" or self.precision == "int8"):
+            setting, exact = ("conv=winograd", "conv=direct") if conv == "winograd" else ("precision=int8", "fp32")
+            raise ConfigError(
+                f"{setting}: the net's weights hold NaN or infinite values; {exact} computes them as they are"
+            )
         if calibration is not None and self.precision != "int8":
             raise ConfigError(f"calibration: only precision=int8 uses calibration images; this runs {self.precision}")
         self.int8 = self._int8(net, calibration) if self.precision == "int8" else None
         if self.int8 is not None and not precisions.native_bf16():
             self.dtype = torch.float32  # the layers int8 leaves out: emulated bf16 would be ~50x slower
-        if conv == "winograd" and not finite:
-            raise ConfigError("conv=winograd: the net's weights hold NaN or infinite values; conv=direct computes them")
         if conv == "winograd" and not self.fast:
             raise ConfigError("conv=winograd: runs the paper's nets only; this net takes conv=direct (or auto)")
         # Winograd (NNPACK) computes in fp32 only

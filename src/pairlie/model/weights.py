@@ -81,9 +81,7 @@ def official_weights() -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # there for a file put by hand if the download fails
     except OSError as exc:
-        raise DataError(
-            f"ckpt_path=official: cannot create {path.parent} ({exc.strerror}); pass ckpt_path=FILE"
-        ) from None
+        raise DataError(f"ckpt_path=official: cannot create {path.parent} ({exc.strerror}); {by_hand}") from None
     try:
         _download(url, path)
     except DataError as exc:
