@@ -121,7 +121,11 @@ class Worker:
         return self.conn.recv()
 
     def close(self) -> None:
-        self.conn.send(None)
+        """Stop the worker; one that already died (killed for memory, say) is only reaped."""
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
         self.process.join()
 
 
@@ -428,8 +432,10 @@ def main() -> None:
     if not quick:
         folder = {kind: workers[kind]("folder", 15) for kind in (PUBLISHED, *ours) if kind in workers}
         result["folder_images_per_s"] = {**folder, "speedup": speedups({kind: 1 / v for kind, v in folder.items()})}
-        if DEFAULT_MALLOC in workers:  # its figures are in: free its memory for the big image
-            workers.pop(DEFAULT_MALLOC).close()
+        # the big image runs pairlie's columns in fresh workers and the others where memory allows: the
+        # workers not needed there have their figures in and free their memory (the OOM killer took one)
+        for kind in [kind for kind in workers if kind not in (PUBLISHED, ORT, OPENVINO, OPENVINO_DEFAULT)]:
+            workers.pop(kind).close()
         result[f"infer_{BIG[1]}x{BIG[0]}"] = big_image(args, workers, skipped)
         note(f"done: {BIG[1]}x{BIG[0]}")
     for worker in workers.values():
